@@ -1,0 +1,287 @@
+"""Launch the tritonserver binary carried by the ``nvidia-pytriton`` wheel.
+
+The embedded default serves ``model_repository/`` on this CPU through Triton's Python backend.
+:class:`TritonServer` owns one ``tritonserver`` child process: it prepares the backend
+directory, sets the environment the Python-backend stub needs, waits for readiness, and stops
+the child with SIGINT, then SIGKILL after a timeout. On Linux the child also receives SIGKILL
+when its parent dies (``PR_SET_PDEATHSIG``), so it never outlives the launcher.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import dataclasses
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from clickmask.errors import ServerStartError
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_METRICS_PORT = 8002
+DEFAULT_MODEL_NAME = "clickmask"
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+# Latency quantiles exported as nv_inference_*_summary_us{quantile=...}: "quantile:error".
+SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Where and how tritonserver listens. Ports of 0 are not supported by tritonserver."""
+
+    model_repository: pathlib.Path = DEFAULT_MODEL_REPOSITORY
+    host: str = DEFAULT_HOST
+    grpc_port: int = DEFAULT_GRPC_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    log_verbose: int = 0
+    startup_timeout_s: float = 120.0
+    stop_timeout_s: float = 15.0
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+def _pytriton_dir() -> pathlib.Path:
+    try:
+        import pytriton  # noqa: PLC0415 - optional 'serve' extra
+    except ImportError as exc:
+        raise ServerStartError(
+            "the embedded Triton server needs the 'serve' extra: pip install 'clickmask[serve]'"
+        ) from exc
+    return pathlib.Path(pytriton.__file__).resolve().parent
+
+
+def find_tritonserver() -> pathlib.Path:
+    """Path of the tritonserver binary inside the nvidia-pytriton wheel."""
+    binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerStartError(f"tritonserver binary not found at {binary}; reinstall nvidia-pytriton")
+    return binary
+
+
+def _check_libpython() -> None:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    name = f"libpython{version}.so.1.0"
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        if ctypes.util.find_library(f"python{version}") is None:
+            raise ServerStartError(
+                f"Triton's Python-backend stub needs the shared library {name}; install it with "
+                f"'apt-get install libpython{version}' (Debian/Ubuntu) and retry"
+            ) from None
+
+
+def prepare_backend_directory(root: pathlib.Path | None = None) -> pathlib.Path:
+    """Build a ``--backend-directory`` whose ``python/`` holds the backend and the stub.
+
+    The wheel keeps the stub for each Python version apart from the backend library; Triton
+    expects them side by side, so this links them into one folder (idempotent).
+    """
+    tritondir = _pytriton_dir() / "tritonserver"
+    root = root or pathlib.Path(tempfile.gettempdir()) / f"clickmask-backends-{os.getuid()}"
+    target = root / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = list((tritondir / "backends" / "python").glob("*"))
+    stub = tritondir / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerStartError(f"nvidia-pytriton carries no Python-backend stub for Python {version}")
+    for source in sources + [stub]:
+        if source.name == "__pycache__":
+            continue
+        link = target / source.name
+        if link.is_symlink() or link.exists():
+            if link.resolve() == source.resolve():
+                continue
+            link.unlink()
+        link.symlink_to(source)
+    return root
+
+
+def server_environment() -> dict[str, str]:
+    """Environment for tritonserver: the wheel's libs and this interpreter's bin/ first on PATH."""
+    env = dict(os.environ)
+    libs = _pytriton_dir().parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH", "")]))
+    bindir = str(pathlib.Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
+    # The stub runs model.py with this interpreter's packages; one thread pool per instance.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+
+
+def check_model_repository(repository: pathlib.Path) -> None:
+    """Fail early, with the fix, when the repository lacks the generated ONNX file."""
+    if not (repository / DEFAULT_MODEL_NAME / "config.pbtxt").is_file():
+        raise ServerStartError(f"{repository} holds no {DEFAULT_MODEL_NAME}/config.pbtxt; pass --model-repository DIR")
+    config_text = (repository / DEFAULT_MODEL_NAME / "config.pbtxt").read_text()
+    if 'backend: "python"' in config_text:
+        onnx_files = list((repository / DEFAULT_MODEL_NAME).glob("*/model.onnx"))
+        if not onnx_files:
+            raise ServerStartError(
+                f"{repository}/{DEFAULT_MODEL_NAME}/1/model.onnx is missing; create it with "
+                "'clickmask export onnx' (or 'make model')"
+            )
+
+
+class TritonServer:
+    """One tritonserver child process; use as a context manager or call start()/stop()."""
+
+    def __init__(self, config: ServerConfig | None = None, log_path: pathlib.Path | None = None):
+        self.config = config or ServerConfig()
+        self.log_path = log_path or pathlib.Path(tempfile.mkdtemp(prefix="clickmask-triton-")) / "tritonserver.log"
+        self._process: subprocess.Popen | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=400)
+        self._reader: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def command(self) -> list[str]:
+        cfg = self.config
+        backend_dir = prepare_backend_directory()
+        return [
+            str(find_tritonserver()),
+            f"--model-repository={pathlib.Path(cfg.model_repository).resolve()}",
+            f"--backend-directory={backend_dir}",
+            f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
+            f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+            f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            "--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_quantiles={SUMMARY_QUANTILES}",
+            "--exit-on-error=true", "--strict-readiness=true",
+            f"--log-verbose={cfg.log_verbose}",
+            *cfg.extra_args,
+        ]
+
+    def start(self) -> "TritonServer":
+        if self._process is not None:
+            raise ServerStartError("this server is already started")
+        _check_libpython()
+        check_model_repository(pathlib.Path(self.config.model_repository))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
+        LOGGER.info("starting %s", " ".join(cmd))
+        self._process = subprocess.Popen(
+            cmd, env=server_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, text=True, errors="replace",
+        )
+        self._reader = threading.Thread(target=self._pump_log, daemon=True, name="tritonserver-log")
+        self._reader.start()
+        try:
+            self.wait_ready(self.config.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _pump_log(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            for line in self._process.stdout:
+                log.write(line)
+                log.flush()
+                self._tail.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll Triton's readiness endpoint for the model until ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        url = f"{self.config.http_url}/v2/models/{DEFAULT_MODEL_NAME}/ready"
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                time.sleep(0.2)  # let the log pump drain
+                raise ServerStartError(
+                    f"tritonserver exited with status {code} before the model was ready.\n"
+                    + self.relevant_log_lines()
+                    + f"\nfull log: {self.log_path}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.25)
+        raise ServerStartError(
+            f"model {DEFAULT_MODEL_NAME!r} not ready after {timeout_s:.0f} s.\n"
+            + self.relevant_log_lines() + f"\nfull log: {self.log_path}"
+        )
+
+    def relevant_log_lines(self, limit: int = 30) -> str:
+        """Error lines from the server log (the lines that explain a failed start)."""
+        keys = ("E1", "E0", "error", "Error", "failed", "Traceback", "Exception", "UNAVAILABLE")
+        lines = [line for line in self._tail if any(key in line for key in keys)]
+        if not lines:
+            lines = list(self._tail)[-limit:]
+        return "\n".join(lines[-limit:])
+
+    def poll(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def stop(self) -> int | None:
+        """SIGINT, then SIGKILL after ``stop_timeout_s``; returns the exit status."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(self.config.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout_s)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return process.returncode
+
+    def wait(self) -> int:
+        if self._process is None:
+            raise ServerStartError("server not started")
+        return self._process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -1,0 +1,49 @@
+"""Triton Python-backend adapter for clickmask: ONNX Runtime on the CPU, one run per batch.
+
+Thin by design: the batching and validation logic is ``clickmask.serving.run_batch``, tested
+without a server. Every request of an ``execute`` call goes into one ONNX Runtime run; a bad
+request gets its own TritonError while the rest succeed.
+"""
+import json
+import os
+
+import triton_python_backend_utils as pb_utils
+
+from clickmask.serving import INPUT_CHANNELS, OUTPUT_NAME, OnnxPredictor, run_batch
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.size = int(params["input_size"])
+        model_dir = os.path.join(args["model_repository"], args["model_version"])
+        onnx_path = os.path.join(model_dir, params.get("onnx_file", "model.onnx"))
+        self.predictor = OnnxPredictor(onnx_path, threads=int(params.get("intra_op_threads", "0")))
+        if self.predictor.size != self.size:
+            raise ValueError(
+                f"{onnx_path} takes {self.predictor.size}x{self.predictor.size} inputs but config.pbtxt "
+                f"advertises input_size {self.size}; re-export with --size {self.size}"
+            )
+        output_config = pb_utils.get_output_config_by_name(config, OUTPUT_NAME)
+        self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
+
+    def execute(self, requests):
+        batch = []
+        for request in requests:
+            inputs = {}
+            for name in INPUT_CHANNELS:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                inputs[name] = None if tensor is None else tensor.as_numpy()
+            batch.append(inputs)
+        responses = []
+        for result in run_batch(batch, self.predictor, self.size):
+            if isinstance(result, Exception):
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(result))))
+            else:
+                tensor = pb_utils.Tensor(OUTPUT_NAME, result.astype(self.output_dtype, copy=False))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+        return responses
+
+    def finalize(self):
+        self.predictor = None
