@@ -39,7 +39,8 @@ class TritonPythonModel:
         responses = []
         for result in run_batch(batch, self.predictor, self.size):
             if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(result))))
+                error = pb_utils.TritonError(str(result), getattr(pb_utils.TritonError, "INVALID_ARG", 3))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
             else:
                 tensor = pb_utils.Tensor(OUTPUT_NAME, result.astype(self.output_dtype, copy=False))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))

@@ -1,0 +1,50 @@
+# clickmask: the two commands are `make serve` and `make test`; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHECKPOINT ?= export/checkpoints/clickmask-lite0.pt
+ONNX := model_repository/clickmask/1/model.onnx
+PYTEST_ARGS ?=
+
+.PHONY: serve test unit integration system-deps venv model clean help
+
+help:
+	@echo "make serve   set up, build the ONNX model and start the server (gRPC 127.0.0.1:8001)"
+	@echo "make test    set up, build the ONNX model and run every test"
+	@echo "make unit    unit tests only (no server)"
+
+## System packages the embedded Triton server needs (Debian/Ubuntu).
+system-deps: $(VENV)/.system-deps
+$(VENV)/.system-deps:
+	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then \
+	  echo ">> installing libpython3.11 (Triton's Python-backend stub links it)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml $(VENV)/.system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[all]'
+	@touch $@
+
+model: $(ONNX)
+$(ONNX): $(VENV)/.installed $(wildcard $(CHECKPOINT))
+	$(VENV)/bin/clickmask export onnx $(if $(wildcard $(CHECKPOINT)),--checkpoint $(CHECKPOINT),) --output $(ONNX)
+
+serve: venv model
+	$(VENV)/bin/clickmask serve
+
+test: venv model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(ONNX) .pytest_cache
