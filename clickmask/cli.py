@@ -68,6 +68,7 @@ def _cmd_serve(args) -> int:
     server = TritonServer(config, log_path=args.log_file)
     print(f"starting tritonserver on {config.model_repository} (log: {server.log_path}) ...", flush=True)
     server.start()
+    print(f"tritonserver pid {server.pid}", flush=True)
     print("clickmask is ready:", flush=True)
     print(f"  gRPC     {config.grpc_url}", flush=True)
     print(f"  HTTP     {config.http_url}", flush=True)
