@@ -1,0 +1,353 @@
+"""gRPC clients for the ``clickmask`` model on Triton: :class:`Client` and :class:`AsyncClient`.
+
+Both learn the network size S and the tensor names/dtypes from the server (model metadata
+and the ``input_size`` parameter of the model config), validate inputs before sending,
+put a deadline on every request, retry with exponential backoff on UNAVAILABLE only, and
+translate gRPC errors into :mod:`clickmask.client.errors` (raised ``from`` the original).
+
+Example::
+
+    with Client("127.0.0.1:8001") as client:
+        session = client.session(image)          # HxWx3 uint8 RGB
+        mask = session.click(x=120, y=80)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ._model_info import CONTRACT_INPUTS, ModelInfo, TensorSpec, check_inputs, parse_model_info
+from .errors import ClickmaskError, InferenceError, InvalidInputError, ServerUnavailableError, translate_grpc_error
+from .metrics import ClientMetrics
+from .session import AsyncSession, Session
+
+__all__ = ["Client", "AsyncClient", "ModelInfo", "TensorSpec", "DEFAULT_URL", "DEFAULT_MODEL_NAME"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "127.0.0.1:8001"
+DEFAULT_MODEL_NAME = "clickmask"
+_GRPC_ERRORS = (InferenceServerException, grpc.RpcError)
+T = TypeVar("T")
+
+
+class _ClientBase:
+    """Configuration, validation and error handling shared by the two clients."""
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float,
+        metrics: ClientMetrics | None,
+    ) -> None:
+        if not isinstance(url, str) or not url or "://" in url:
+            raise InvalidInputError(f"expected url as 'host:port' (no scheme), got {url!r}")
+        if not timeout_s > 0:
+            raise InvalidInputError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
+        if not backoff_s >= 0:
+            raise InvalidInputError(f"backoff_s must be >= 0 seconds, got {backoff_s}")
+        self.url = url
+        self.model_name = model_name
+        self.timeout_s = float(timeout_s)
+        self.retries = retries
+        self.backoff_s = float(backoff_s)
+        self._metrics = metrics
+        self._info: ModelInfo | None = None
+
+    def _translate(self, error: BaseException) -> ClickmaskError:
+        return translate_grpc_error(error, model_name=self.model_name, url=self.url)
+
+    def _should_retry(self, error: ClickmaskError, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None to give up."""
+        if not isinstance(error, ServerUnavailableError) or attempt >= self.retries:
+            return None
+        delay = self.backoff_s * (2**attempt)
+        logger.warning("%s; retry %d/%d in %.2f s", error, attempt + 1, self.retries, delay)
+        if self._metrics is not None:
+            self._metrics.retries.labels(self.model_name).inc()
+        return delay
+
+    def _record(self, started: float, error: BaseException | None) -> None:
+        if self._metrics is None:
+            return
+        outcome = "ok" if error is None else "error"
+        self._metrics.request_seconds.labels(self.model_name, outcome).observe(time.perf_counter() - started)
+        if error is not None:
+            self._metrics.errors.labels(self.model_name, type(error).__name__).inc()
+
+    def _make_request(self, module: Any, info: ModelInfo, batch: dict[str, np.ndarray]):
+        inputs = []
+        for name, array in batch.items():
+            tensor = module.InferInput(name, list(array.shape), info.input_spec(name).datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = [module.InferRequestedOutput(info.output_name)]
+        return inputs, outputs
+
+    def _read_output(self, result: Any, info: ModelInfo, batch_size: int) -> np.ndarray:
+        array = result.as_numpy(info.output_name)
+        expected = (batch_size, 1, info.size, info.size)
+        if array is None or array.shape != expected:
+            shape = None if array is None else array.shape
+            raise InferenceError(f"server returned {info.output_name} of shape {shape}, expected {expected}")
+        if array.dtype != np.uint8:
+            raise InferenceError(f"server returned {info.output_name} as {array.dtype}, expected uint8")
+        return array
+
+    def _stack(self, info: ModelInfo, requests: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if len(requests) == 0:
+            raise InvalidInputError("infer_batch needs at least one request")
+        if info.max_batch_size and len(requests) > info.max_batch_size:
+            raise InvalidInputError(
+                f"{len(requests)} requests exceed the model's max_batch_size {info.max_batch_size}; split them"
+            )
+        checked = [check_inputs(r, info) for r in requests]
+        return {name: np.concatenate([c[name] for c in checked]) for name in CONTRACT_INPUTS}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r}, model_name={self.model_name!r})"
+
+
+class Client(_ClientBase):
+    """Synchronous gRPC client; also a :class:`~clickmask.client.session.Predictor`.
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        model_name: the model to call.
+        timeout_s: deadline of each request (each attempt) in seconds.
+        retries: how many times to retry a request the server was UNAVAILABLE for.
+        backoff_s: first retry delay; it doubles each retry.
+        metrics: record Prometheus client metrics there (none if None).
+
+    The model info (S, tensor names) is fetched on first use and cached; a thread may share
+    one client.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        model_name: str = DEFAULT_MODEL_NAME,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        *,
+        metrics: ClientMetrics | None = None,
+    ) -> None:
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics)
+        self._info_lock = threading.Lock()
+        self._triton = grpcclient.InferenceServerClient(url=url)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except _GRPC_ERRORS as error:
+                translated = self._translate(error)
+                delay = self._should_retry(translated, attempt)
+                if delay is None:
+                    raise translated from error
+            time.sleep(delay)
+            attempt += 1
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """What the server says about the model (fetched once, then cached)."""
+        with self._info_lock:
+            if self._info is None:
+                timeout = self.timeout_s
+                metadata = self._call(
+                    lambda: self._triton.get_model_metadata(self.model_name, client_timeout=timeout)
+                )
+                config = self._call(lambda: self._triton.get_model_config(self.model_name, client_timeout=timeout))
+                self._info = parse_model_info(metadata, config)
+                logger.info("connected to %s: %s", self.url, self._info)
+            return self._info
+
+    @property
+    def size(self) -> int:
+        """The network input size S advertised by the server."""
+        return self.model_info.size
+
+    def is_ready(self) -> bool:
+        """True when the server is reachable and the model is ready (never raises for that)."""
+        try:
+            return bool(self._triton.is_model_ready(self.model_name, client_timeout=self.timeout_s))
+        except _GRPC_ERRORS:
+            return False
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the model on one request.
+
+        Args:
+            inputs: ``{"image": uint8 [3,S,S], "clicks": uint8 [2,S,S], "prev_mask": uint8
+                [1,S,S]}`` (a leading batch dim of 1 is accepted too).
+
+        Returns:
+            ``mask_prob``, uint8 [1, S, S].
+        """
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, requests: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+        """Run several requests as one batch (at most the model's ``max_batch_size``).
+
+        Returns:
+            uint8 [N, 1, S, S], one ``mask_prob`` per request, in order.
+        """
+        info = self.model_info
+        batch = self._stack(info, requests)
+        inputs, outputs = self._make_request(grpcclient, info, batch)
+        started = time.perf_counter()
+        try:
+            result = self._call(
+                lambda: self._triton.infer(
+                    self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
+                )
+            )
+            array = self._read_output(result, info, len(requests))
+        except ClickmaskError as error:
+            self._record(started, error)
+            raise
+        self._record(started, None)
+        return array
+
+    def session(self, image: np.ndarray, **options: Any) -> Session:
+        """Start a :class:`~clickmask.client.session.Session` on ``image`` (HxWx3 uint8 RGB).
+
+        ``options`` go to the session (``zoom_in``, ``expansion_ratio``, ``min_crop_size``).
+        """
+        return Session(self, image, **options)
+
+    def close(self) -> None:
+        """Close the gRPC channel; the client cannot be used afterwards."""
+        self._triton.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_ClientBase):
+    """asyncio twin of :class:`Client` over ``tritonclient.grpc.aio``.
+
+    ``infer``, ``infer_batch``, ``get_model_info``, ``session`` and ``close`` are
+    coroutines; ``size`` is available once the model info was fetched (any of them does
+    that). Use it as ``async with AsyncClient(url) as client: ...``.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        model_name: str = DEFAULT_MODEL_NAME,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        *,
+        metrics: ClientMetrics | None = None,
+    ) -> None:
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics)
+        import tritonclient.grpc.aio as aio_grpcclient  # grpc.aio only when asked for
+
+        self._aio = aio_grpcclient
+        self._triton = aio_grpcclient.InferenceServerClient(url=url)
+        self._info_lock: asyncio.Lock | None = None
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await fn()
+            except _GRPC_ERRORS as error:
+                translated = self._translate(error)
+                delay = self._should_retry(translated, attempt)
+                if delay is None:
+                    raise translated from error
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def get_model_info(self) -> ModelInfo:
+        """What the server says about the model (fetched once, then cached)."""
+        if self._info_lock is None:
+            self._info_lock = asyncio.Lock()
+        async with self._info_lock:
+            if self._info is None:
+                timeout = self.timeout_s
+                metadata = await self._call(
+                    lambda: self._triton.get_model_metadata(self.model_name, client_timeout=timeout)
+                )
+                config = await self._call(
+                    lambda: self._triton.get_model_config(self.model_name, client_timeout=timeout)
+                )
+                self._info = parse_model_info(metadata, config)
+                logger.info("connected to %s: %s", self.url, self._info)
+            return self._info
+
+    @property
+    def size(self) -> int:
+        """S; raises ClickmaskError until the model info was fetched (``await get_model_info()``)."""
+        if self._info is None:
+            raise ClickmaskError("model info not fetched yet: await client.get_model_info() first")
+        return self._info.size
+
+    async def is_ready(self) -> bool:
+        """True when the server is reachable and the model is ready."""
+        try:
+            return bool(await self._triton.is_model_ready(self.model_name, client_timeout=self.timeout_s))
+        except _GRPC_ERRORS:
+            return False
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the model on one request; see :meth:`Client.infer`. Returns uint8 [1, S, S]."""
+        return (await self.infer_batch([inputs]))[0]
+
+    async def infer_batch(self, requests: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+        """Run several requests as one batch; see :meth:`Client.infer_batch`."""
+        info = await self.get_model_info()
+        batch = self._stack(info, requests)
+        inputs, outputs = self._make_request(self._aio, info, batch)
+        started = time.perf_counter()
+        try:
+            result = await self._call(
+                lambda: self._triton.infer(
+                    self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
+                )
+            )
+            array = self._read_output(result, info, len(requests))
+        except ClickmaskError as error:
+            self._record(started, error)
+            raise
+        self._record(started, None)
+        return array
+
+    async def session(self, image: np.ndarray, **options: Any) -> AsyncSession:
+        """Start an :class:`~clickmask.client.session.AsyncSession` on ``image``."""
+        await self.get_model_info()
+        return AsyncSession(self, image, **options)
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._triton.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+

@@ -1,0 +1,298 @@
+"""Interactive sessions: one image, a sequence of clicks, the mask after each click.
+
+The session state (image, clicks, previous probability, zoom-in crop) lives here, on the
+client, so any server replica can answer any click. A session talks to the model through a
+:class:`Predictor` (the gRPC :class:`~clickmask.client.grpc_client.Client`, an in-process
+ONNX Runtime predictor, or a test double); :class:`AsyncSession` does the same over an
+:class:`AsyncPredictor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ._validate import check_coordinate, check_rgb_image, describe
+from .clicks import Click
+from .encoding import CropTransform, decode_prob, encode_inputs
+from .errors import InferenceError, InvalidInputError
+from .mask import Mask
+from .zoom_in import Box, roi_needs_update, zoom_in_box
+
+__all__ = [
+    "PROB_THRESHOLD",
+    "Predictor",
+    "AsyncPredictor",
+    "ClickRecord",
+    "Session",
+    "AsyncSession",
+]
+
+logger = logging.getLogger(__name__)
+
+PROB_THRESHOLD = 0.5
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that runs the model on one request.
+
+    ``size`` is the network input size S. ``infer`` takes the per-request tensors
+    ``{"image": uint8 [3,S,S], "clicks": uint8 [2,S,S], "prev_mask": uint8 [1,S,S]}`` (no
+    batch dim) and returns ``mask_prob`` as uint8 [1,S,S].
+    """
+
+    size: int
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class AsyncPredictor(Protocol):
+    """Like :class:`Predictor` with ``async def infer``."""
+
+    size: int
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ClickRecord:
+    """What happened on one click, for logs and annotation-quality analytics.
+
+    Attributes:
+        click: the click.
+        timestamp: ``time.time()`` when the click was submitted.
+        latency_s: seconds from submission to the mask (encoding, model, decoding).
+        area: object pixels in the new mask.
+        changed_pixels: pixels that differ from the previous mask.
+        iou_with_previous: IoU of the new mask with the previous one (1.0 if both empty;
+            0.0 against the empty mask before the first click, unless the new one is empty).
+        mean_confidence: mean of ``|2p - 1|`` over the network output's content region:
+            1 means every pixel was predicted with certainty, 0 means all at p = 0.5.
+        crop: the ``(x0, y0, x1, y1)`` box the network saw (the full image or the zoom-in).
+    """
+
+    click: Click
+    timestamp: float
+    latency_s: float
+    area: int
+    changed_pixels: int
+    iou_with_previous: float
+    mean_confidence: float
+    crop: Box
+
+
+@dataclass(frozen=True, eq=False)
+class _State:
+    """Everything a click depends on; undo restores the previous one exactly."""
+
+    clicks: tuple[Click, ...] = ()
+    prob: np.ndarray | None = None  # HxW float32, read-only
+    mask: Mask | None = None
+    roi: Box | None = None  # zoom-in crop kept across clicks (RITM's _object_roi)
+    record: ClickRecord | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """A click between encoding and decoding."""
+
+    click: Click
+    clicks: tuple[Click, ...]
+    roi: Box | None
+    transform: CropTransform
+    inputs: dict[str, np.ndarray]
+    timestamp: float
+    started: float
+
+
+class _SessionCore:
+    """The state machine shared by :class:`Session` and :class:`AsyncSession`."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        size: int,
+        *,
+        zoom_in: bool = True,
+        expansion_ratio: float = 1.4,
+        min_crop_size: int = 200,
+    ) -> None:
+        image = check_rgb_image(image)
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise InvalidInputError(f"the predictor's size must be a positive int, got {size!r}")
+        self._image = image.copy()
+        self._image.setflags(write=False)
+        self._size = int(size)
+        self._zoom_in = zoom_in
+        self._expansion_ratio = expansion_ratio
+        self._min_crop_size = min_crop_size
+        self._states: list[_State] = [_State()]
+
+    @property
+    def image(self) -> np.ndarray:
+        """The session's HxWx3 uint8 RGB image (a read-only copy)."""
+        return self._image
+
+    @property
+    def mask(self) -> Mask | None:
+        """The mask after the last click, or None before the first click."""
+        return self._states[-1].mask
+
+    @property
+    def clicks(self) -> tuple[Click, ...]:
+        return self._states[-1].clicks
+
+    @property
+    def history(self) -> tuple[ClickRecord, ...]:
+        """One record per current click (undone clicks are dropped)."""
+        return tuple(s.record for s in self._states[1:] if s.record is not None)
+
+    def _prepare(self, x: float, y: float, positive: bool) -> _Pending:
+        height, width = self._image.shape[:2]
+        click = Click(
+            x=check_coordinate(x, "x", width),
+            y=check_coordinate(y, "y", height),
+            positive=_check_bool(positive),
+        )
+        state = self._states[-1]
+        clicks = state.clicks + (click,)
+        roi = state.roi
+        crop: Box = (0, 0, width, height)
+        if self._zoom_in and len(clicks) > 1 and state.mask is not None:
+            candidate = zoom_in_box(state.mask.array, clicks, self._expansion_ratio, self._min_crop_size)
+            if candidate is not None:
+                if roi_needs_update(roi, candidate, clicks):
+                    roi = candidate
+                crop = roi  # type: ignore[assignment]
+        transform = CropTransform(*crop, size=self._size)
+        inputs = encode_inputs(self._image, clicks, state.prob, transform)
+        return _Pending(click, clicks, roi, transform, inputs, time.time(), time.perf_counter())
+
+    def _finish(self, output: np.ndarray, pending: _Pending) -> Mask:
+        click, clicks, transform = pending.click, pending.clicks, pending.transform
+        size = self._size
+        if not isinstance(output, np.ndarray) or output.dtype != np.uint8 or output.shape not in (
+            (1, size, size),
+            (size, size),
+            (1, 1, size, size),
+        ):
+            raise InferenceError(f"the predictor returned {describe(output)}, expected uint8 [1,{size},{size}]")
+        height, width = self._image.shape[:2]
+        prob = decode_prob(output.reshape(1, size, size), transform, (height, width))
+        mask = Mask(prob > PROB_THRESHOLD, prob)
+        previous = self._states[-1].mask
+        prev_array = previous.array if previous is not None else np.zeros_like(mask.array)
+        changed = int(np.count_nonzero(prev_array != mask.array))
+        union = int(np.count_nonzero(prev_array | mask.array))
+        rows, cols = transform.content_hw
+        content = output.reshape(size, size)[:rows, :cols].astype(np.float32)
+        record = ClickRecord(
+            click=click,
+            timestamp=pending.timestamp,
+            latency_s=time.perf_counter() - pending.started,
+            area=mask.area,
+            changed_pixels=changed,
+            iou_with_previous=1.0 if union == 0 else 1.0 - changed / union,
+            mean_confidence=float(np.abs(content * (2.0 / 255.0) - 1.0).mean()),
+            crop=(transform.x0, transform.y0, transform.x1, transform.y1),
+        )
+        self._states.append(_State(clicks=clicks, prob=mask.prob, mask=mask, roi=pending.roi, record=record))
+        logger.debug(
+            "click %d at x=%.1f y=%.1f positive=%s: area=%d, crop=%s, %.1f ms",
+            len(clicks), click.x, click.y, click.positive, record.area, record.crop, record.latency_s * 1e3,
+        )
+        return mask
+
+    def _undo(self) -> Mask | None:
+        if len(self._states) == 1:
+            logger.debug("undo with no clicks: nothing to do")
+            return None
+        self._states.pop()
+        return self._states[-1].mask
+
+    def _reset(self) -> None:
+        del self._states[1:]
+
+
+def _check_bool(value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"expected positive as a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+class Session(_SessionCore):
+    """An interactive segmentation session over a synchronous :class:`Predictor`.
+
+    Create it with ``client.session(image)``. Not thread-safe across calls that mutate it;
+    a lock serialises ``click``/``undo``/``reset`` if several threads share one session.
+
+    Args:
+        predictor: runs the model (``.size`` and ``.infer(inputs)``).
+        image: HxWx3 uint8 RGB, full resolution (copied).
+        zoom_in: crop around the object from the second click on (RITM ZoomIn).
+        expansion_ratio, min_crop_size: zoom-in parameters, see
+            :func:`~clickmask.client.zoom_in.zoom_in_box`.
+    """
+
+    def __init__(self, predictor: Predictor, image: np.ndarray, **options) -> None:
+        super().__init__(image, getattr(predictor, "size", None), **options)
+        self._predictor = predictor
+        self._lock = threading.Lock()
+
+    def click(self, x: float, y: float, positive: bool = True) -> Mask:
+        """Add a click at pixel ``(x, y)`` (column, row) and return the new full-size mask.
+
+        Raises InvalidInputError (before any model call) when ``(x, y)`` is outside the
+        image; the session is unchanged when the model call fails.
+        """
+        with self._lock:
+            pending = self._prepare(x, y, positive)
+            output = self._predictor.infer(pending.inputs)
+            return self._finish(output, pending)
+
+    def undo(self) -> Mask | None:
+        """Drop the last click and restore the state after the one before it.
+
+        Returns the restored mask, or None when no click is left (or there was none).
+        """
+        with self._lock:
+            return self._undo()
+
+    def reset(self) -> None:
+        """Forget all clicks; the next click starts from an empty previous mask."""
+        with self._lock:
+            self._reset()
+
+
+class AsyncSession(_SessionCore):
+    """:class:`Session` for asyncio: ``await session.click(x, y)`` over an :class:`AsyncPredictor`."""
+
+    def __init__(self, predictor: AsyncPredictor, image: np.ndarray, **options) -> None:
+        super().__init__(image, getattr(predictor, "size", None), **options)
+        self._predictor = predictor
+        self._lock = asyncio.Lock()
+
+    async def click(self, x: float, y: float, positive: bool = True) -> Mask:
+        """Add a click at pixel ``(x, y)``; see :meth:`Session.click`."""
+        async with self._lock:
+            pending = self._prepare(x, y, positive)
+            output = await self._predictor.infer(pending.inputs)
+            return self._finish(output, pending)
+
+    async def undo(self) -> Mask | None:
+        """Drop the last click; see :meth:`Session.undo`."""
+        async with self._lock:
+            return self._undo()
+
+    async def reset(self) -> None:
+        """Forget all clicks."""
+        async with self._lock:
+            self._reset()
