@@ -150,6 +150,20 @@ class _open_predictor:
             close()
 
 
+# ---------------------------------------------------------------------------------- bench
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: latency/throughput sweep against real servers")
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bench_sub.required = True
+    try:
+        from clickmask.benchmarks import latency
+    except ImportError as exc:  # pragma: no cover - 'bench' extra missing
+        LOGGER.debug("latency benchmark unavailable: %s", exc)
+        return
+    latency.add_arguments(bench_sub.add_parser("latency", help="closed-loop latency sweep (table + plot)",
+                                               description=latency.__doc__.split("\n\n")[0]))
+
+
 # ----------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clickmask", description="Interactive segmentation served by Triton.")
@@ -158,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_serve(sub)
     _add_segment(sub)
+    _add_bench(sub)
     for module_name, function_name in (
         ("clickmask.benchmarks.eval_cli", "add_eval_parser"),
         ("clickmask.export.cli", "add_export_parser"),
