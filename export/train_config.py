@@ -1,0 +1,87 @@
+"""Training hyper-parameters (no torch import, so the CLI can build its parser cheaply).
+
+Every field becomes a ``clickmask train --<field-with-dashes>`` option and is recorded in
+``config.json`` beside the checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _opt(default: Any, help: str, **kw: Any):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # where
+    output: str = _opt("runs/lite0", "output folder: checkpoints, config.json, metrics.jsonl")
+    data_root: str = _opt("../shared/datasets", "dataset root (relative paths are relative to the working directory, "
+                                                 "normally the repository root)")
+    train_sets: tuple[str, ...] = _opt(("COCO_MVal", "COCO128seg", "WeizmannHorse"),
+                                       "training sets under data_root (never GrabCut or Berkeley)")
+    val_fraction: float = _opt(0.05, "fraction of every training set held out for validation (seeded, fixed)")
+    min_object_fraction: float = _opt(0.01, "instance-id masks: keep objects covering more than this fraction")
+    # network
+    network: str = _opt("efficientnet-lite0", "registered network name")
+    input_size: int = _opt(320, "serving size S recorded in the checkpoint")
+    crop_size: int = _opt(256, "training crop size (a multiple of 32)")
+    # optimisation
+    batch_size: int = _opt(8, "batch size")
+    iters: int = _opt(6000, "total optimiser steps (cosine decay spans them)")
+    lr: float = _opt(5e-4, "Adam learning rate")
+    beta1: float = _opt(0.9, "Adam beta1")
+    beta2: float = _opt(0.999, "Adam beta2")
+    weight_decay: float = _opt(0.0, "Adam weight decay")
+    cosine: bool = _opt(True, "cosine learning-rate decay to lr * min_lr_ratio")
+    min_lr_ratio: float = _opt(0.05, "final learning rate as a fraction of lr")
+    warmup_iters: int = _opt(100, "linear warm-up steps")
+    backbone_lr_mult: float = _opt(0.1, "learning-rate multiplier of the ImageNet encoder (RITM uses 0.1)")
+    # loss
+    nfl_alpha: float = _opt(0.5, "normalized focal loss alpha")
+    nfl_gamma: float = _opt(2.0, "normalized focal loss gamma")
+    aux_weight: float = _opt(0.4, "weight of the BCE loss on the auxiliary head")
+    # clicks
+    max_pos_clicks: int = _opt(3, "initial positive clicks: 1..max")
+    max_neg_clicks: int = _opt(2, "initial negative clicks: 0..max")
+    max_extra_rounds: int = _opt(3, "iterative training: 0..max extra no-grad click rounds")
+    prev_mask_drop: float = _opt(0.0, "probability of zeroing prev_mask on the first round (always zero without rounds)")
+    # augmentation
+    scale_min: float = _opt(0.75, "scale jitter: minimum factor")
+    scale_max: float = _opt(1.4, "scale jitter: maximum factor")
+    color_jitter: float = _opt(0.2, "brightness/contrast/saturation jitter amplitude")
+    flip: bool = _opt(True, "random horizontal flip")
+    # validation and checkpoints
+    val_samples: int = _opt(40, "validation samples for NoC@90 (fixed subset)")
+    val_max_clicks: int = _opt(20, "max clicks in validation")
+    val_every: int = _opt(500, "validate every N steps (and at the end)")
+    checkpoint_minutes: float = _opt(5.0, "write last.pt at least this often (minutes)")
+    half_best: bool = _opt(True, "store best.pt weights as float16 (loaded back as float32)")
+    # runtime
+    seed: int = _opt(0, "random seed (data split, sampling, init)")
+    threads: int = _opt(2, "torch CPU threads")
+    workers: int = _opt(0, "DataLoader worker processes")
+    device: str = _opt("auto", "auto, cpu or cuda")
+    log_every: int = _opt(10, "update the progress bar / metrics.jsonl every N steps")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["train_sets"] = list(self.train_sets)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}")
+        data = dict(data)
+        if "train_sets" in data:
+            data["train_sets"] = tuple(data["train_sets"])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
