@@ -415,3 +415,27 @@ def test_importing_the_client_package_pulls_in_neither_torch_nor_grpc():
         "c.Client; assert 'torch' not in sys.modules, 'torch after Client'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_shipped_model_config_satisfies_the_client():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "model_repository" / "clickmask" / "config.pbtxt"
+    if not path.exists():
+        pytest.skip(f"{path} not written yet")
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    batched = config.max_batch_size > 0
+    tensor = service_pb2.ModelMetadataResponse.TensorMetadata
+    data_type = model_config_pb2.DataType.Name
+
+    def metadata_of(t):
+        return tensor(name=t.name, datatype=data_type(t.data_type)[len("TYPE_"):], shape=([-1] if batched else []) + list(t.dims))
+
+    metadata = service_pb2.ModelMetadataResponse(
+        name=config.name,
+        versions=["1"],
+        inputs=[metadata_of(t) for t in config.input],
+        outputs=[metadata_of(t) for t in config.output],
+    )
+    info = parse_model_info(metadata, config)
+    assert info.output_name == "mask_prob" and info.size == int(config.parameters["input_size"].string_value)
