@@ -26,6 +26,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from ._validate import check_rgb_image
 from ._model_info import CONTRACT_INPUTS, ModelInfo, TensorSpec, check_inputs, parse_model_info
 from .errors import ClickmaskError, InferenceError, InvalidInputError, ServerUnavailableError, translate_grpc_error
 from .metrics import ClientMetrics
@@ -338,6 +339,7 @@ class AsyncClient(_ClientBase):
 
     async def session(self, image: np.ndarray, **options: Any) -> AsyncSession:
         """Start an :class:`~clickmask.client.session.AsyncSession` on ``image``."""
+        check_rgb_image(image)  # fail before any network call
         await self.get_model_info()
         return AsyncSession(self, image, **options)
 

@@ -243,6 +243,7 @@ class Session(_SessionCore):
     """
 
     def __init__(self, predictor: Predictor, image: np.ndarray, **options) -> None:
+        check_rgb_image(image)  # before .size, which may ask the server
         super().__init__(image, getattr(predictor, "size", None), **options)
         self._predictor = predictor
         self._lock = threading.Lock()
@@ -276,6 +277,7 @@ class AsyncSession(_SessionCore):
     """:class:`Session` for asyncio: ``await session.click(x, y)`` over an :class:`AsyncPredictor`."""
 
     def __init__(self, predictor: AsyncPredictor, image: np.ndarray, **options) -> None:
+        check_rgb_image(image)
         super().__init__(image, getattr(predictor, "size", None), **options)
         self._predictor = predictor
         self._lock = asyncio.Lock()

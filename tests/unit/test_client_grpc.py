@@ -439,3 +439,9 @@ def test_the_shipped_model_config_satisfies_the_client():
     )
     info = parse_model_info(metadata, config)
     assert info.output_name == "mask_prob" and info.size == int(config.parameters["input_size"].string_value)
+
+
+def test_bad_image_is_rejected_before_the_client_asks_the_server(client):
+    with pytest.raises(InvalidInputError, match="HxWx3 uint8 RGB"):
+        client.session(np.zeros((10, 10), np.uint8))
+    assert fake(client).timeouts == []
