@@ -26,8 +26,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ._validate import check_rgb_image
 from ._model_info import CONTRACT_INPUTS, ModelInfo, TensorSpec, check_inputs, parse_model_info
+from ._validate import check_rgb_image
 from .errors import ClickmaskError, InferenceError, InvalidInputError, ServerUnavailableError, translate_grpc_error
 from .metrics import ClientMetrics
 from .session import AsyncSession, Session
