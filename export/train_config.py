@@ -50,8 +50,8 @@ class TrainConfig:
     max_extra_rounds: int = _opt(3, "iterative training: 0..max extra no-grad click rounds")
     prev_mask_drop: float = _opt(0.0, "probability of zeroing prev_mask on the first round (always zero without rounds)")
     # augmentation
-    scale_min: float = _opt(0.75, "scale jitter: minimum factor")
-    scale_max: float = _opt(1.4, "scale jitter: maximum factor")
+    scale_min: float = _opt(0.85, "scale jitter of full views (1.0 = longer side at input_size): minimum")
+    scale_max: float = _opt(1.3, "scale jitter of full views: maximum")
     color_jitter: float = _opt(0.2, "brightness/contrast/saturation jitter amplitude")
     flip: bool = _opt(True, "random horizontal flip")
     # validation and checkpoints

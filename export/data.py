@@ -1,0 +1,306 @@
+"""Training data: object discovery, the fixed validation split, augmented crops, click sampling.
+
+A dataset folder is ``DIR/images/<id>.<ext>`` + ``DIR/masks/<id>.png``. A mask is either one
+object (0 background, 128 ignored, anything else object) or, for instance-id sets
+(``COCO128seg``), ``k`` = the k-th instance; each instance covering more than
+``min_object_fraction`` of the image is one training object.
+
+Everything here is numpy/OpenCV; the clicks use ``clickmask.client`` (the one copy of the
+encoding and the clicker shared with serving).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from clickmask.client.clicker import next_click
+from clickmask.client.clicks import Click
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+INSTANCE_ID_SETS = frozenset({"COCO128seg"})
+EVALUATION_ONLY_SETS = frozenset({"GrabCut", "Berkeley"})
+IGNORE_VALUE = 128
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One training object: an image, its mask file, and which mask value is the object.
+
+    ``instance_id`` is None for single-object masks (any non-zero value except 128 is object).
+    """
+
+    dataset: str
+    sample_id: str
+    image_path: str
+    mask_path: str
+    instance_id: int | None = None
+
+    @property
+    def group(self) -> str:
+        """Objects of the same image share a group; the split never separates a group."""
+        # COCO_MVal ids are "<category><k>_<coco image id>": several objects per image.
+        return f"{self.dataset}/{self.sample_id.rsplit('_', 1)[-1]}"
+
+
+def _image_for(images_dir: Path, sample_id: str) -> Path | None:
+    for ext in IMAGE_EXTENSIONS:
+        path = images_dir / f"{sample_id}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def discover_objects(root: str | Path, dataset: str, min_object_fraction: float = 0.01) -> list[ObjectRef]:
+    """List the objects of ``root/dataset`` in a stable (sorted) order."""
+    if dataset in EVALUATION_ONLY_SETS:
+        raise ValueError(f"{dataset} is an evaluation-only set: never train, tune or select on it")
+    base = Path(root) / dataset
+    masks_dir, images_dir = base / "masks", base / "images"
+    if not masks_dir.is_dir() or not images_dir.is_dir():
+        raise FileNotFoundError(f"{base} needs images/ and masks/ folders (see ../shared/datasets/README.md)")
+    objects = []
+    for mask_path in sorted(masks_dir.glob("*.png")):
+        image_path = _image_for(images_dir, mask_path.stem)
+        if image_path is None:
+            continue
+        if dataset in INSTANCE_ID_SETS:
+            mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+            ids, counts = np.unique(mask, return_counts=True)
+            for k, count in zip(ids.tolist(), counts.tolist()):
+                if k != 0 and count > min_object_fraction * mask.size:
+                    objects.append(ObjectRef(dataset, mask_path.stem, str(image_path), str(mask_path), int(k)))
+        else:
+            objects.append(ObjectRef(dataset, mask_path.stem, str(image_path), str(mask_path)))
+    if not objects:
+        raise FileNotFoundError(f"no image/mask pairs found under {base}")
+    return objects
+
+
+def _hash_unit(text: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_objects(objects: list[ObjectRef], val_fraction: float, seed: int) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Fixed train/validation split by image group, per dataset.
+
+    Each dataset's groups are ranked by a seeded hash and the lowest ``val_fraction`` (at least
+    one group) go to validation: adding files to a set does not reshuffle the others.
+    """
+    train, val = [], []
+    by_dataset: dict[str, list[ObjectRef]] = {}
+    for obj in objects:
+        by_dataset.setdefault(obj.dataset, []).append(obj)
+    for items in by_dataset.values():
+        groups = sorted({o.group for o in items}, key=lambda g: _hash_unit(g, seed))
+        n_val = max(1, round(val_fraction * len(groups))) if val_fraction > 0 else 0
+        val_groups = set(groups[:n_val])
+        for o in items:
+            (val if o.group in val_groups else train).append(o)
+    return train, val
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """HxWx3 uint8 RGB (grayscale files are expanded to 3 channels)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def load_object(obj: ObjectRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image HxWx3 uint8, gt HxW bool, ignore HxW bool)`` of one object."""
+    image = load_image(obj.image_path)
+    mask = cv2.imread(obj.mask_path, cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise FileNotFoundError(f"cannot read mask {obj.mask_path}")
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"{obj.mask_path}: mask {mask.shape} and image {image.shape[:2]} differ in size")
+    if obj.instance_id is None:
+        ignore = mask == IGNORE_VALUE
+        gt = (mask != 0) & ~ignore
+    else:
+        ignore = np.zeros(mask.shape, bool)
+        gt = mask == obj.instance_id
+    return image, gt, ignore
+
+
+# ------------------------------------------------------------------------------ augmentation
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_size: int = 256
+    view_size: int = 320  # the serving size S: full views keep the object's pixel scale at S
+    scale_min: float = 0.85
+    scale_max: float = 1.3
+    zoom_fraction: tuple[float, float] = (0.3, 0.8)  # object's longer side / crop, zoomed views
+    zoom_prob: float = 0.5
+    color_jitter: float = 0.2
+    flip: bool = True
+    min_object_pixels: int = 64
+
+
+@dataclass
+class TrainSample:
+    """One augmented training crop (all arrays crop_size x crop_size).
+
+    ``valid`` marks real image pixels (False in the zero padding, which the loss ignores and
+    the clicker never clicks); ``gt`` excludes ignored pixels, ``ignore`` holds them.
+    """
+
+    image: np.ndarray  # HxWx3 uint8
+    gt: np.ndarray  # HxW bool
+    ignore: np.ndarray  # HxW bool (dataset ignore band or padding)
+    valid: np.ndarray  # HxW bool
+
+
+def _warp(array: np.ndarray, matrix: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    return cv2.warpAffine(array, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+def _color_jitter(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    if amount <= 0:
+        return image
+    x = image.astype(np.float32)
+    brightness, contrast, saturation = rng.uniform(1 - amount, 1 + amount, size=3)
+    x = x * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    gray = x.mean(axis=2, keepdims=True)
+    x = (x - gray) * saturation + gray
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def augment(image: np.ndarray, gt: np.ndarray, ignore: np.ndarray, cfg: AugmentConfig,
+            rng: np.random.Generator) -> TrainSample | None:
+    """A random square crop of ``cfg.crop_size`` that contains (most of) the object.
+
+    Two views, like serving: the whole image resized so its longer side is ``view_size``
+    (the serving S, times a scale jitter), as for the first click; or a zoom-in around the
+    object (its longer side a ``zoom_fraction`` of the crop), as after zoom-in. Content smaller than the crop sits at
+    the top-left with zero padding, exactly like ``CropTransform``. Returns None when the
+    object ends up too small.
+    """
+    size = cfg.crop_size
+    height, width = gt.shape
+    ys, xs = np.nonzero(gt)
+    if ys.size == 0:
+        return None
+    bx0, bx1, by0, by1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    full_scale = cfg.view_size / max(height, width)
+    if rng.random() < cfg.zoom_prob:
+        # a zoom-in never shows the image smaller than the full view does
+        scale = size * rng.uniform(*cfg.zoom_fraction) / max(bx1 - bx0, by1 - by0)
+        scale = min(max(scale, full_scale * cfg.scale_min), 4.0 * full_scale)
+    else:
+        scale = full_scale * rng.uniform(cfg.scale_min, cfg.scale_max)
+
+    def offset(lo: float, hi: float, extent: float) -> float:
+        # crop start (scaled px) so that [lo, hi) lies inside [start, start + size) if possible
+        if extent <= size:
+            return 0.0
+        low, high = max(0.0, hi - size), min(lo, extent - size)
+        if low > high:  # object larger than the crop: any window inside the object span
+            low, high = max(0.0, lo), max(0.0, min(hi - size, extent - size))
+            low, high = min(low, high), max(low, high)
+        return float(rng.uniform(low, high))
+
+    ox = offset(bx0 * scale, bx1 * scale, width * scale)
+    oy = offset(by0 * scale, by1 * scale, height * scale)
+    # cv2.resize's pixel-centre convention: dst = s * src + (s - 1) / 2, then the crop shift
+    shift = (scale - 1.0) / 2.0
+    matrix = np.array([[scale, 0, shift - ox], [0, scale, shift - oy]], np.float64)
+    out_image = _warp(image, matrix, size, cv2.INTER_LINEAR)
+    out_gt = _warp(gt.astype(np.uint8) * 255, matrix, size, cv2.INTER_LINEAR) >= 128
+    out_ignore = _warp(ignore.astype(np.uint8) * 255, matrix, size, cv2.INTER_LINEAR) >= 128
+    content_w = min(size, int(math.floor(width * scale - ox + 0.5)))
+    content_h = min(size, int(math.floor(height * scale - oy + 0.5)))
+    valid = np.zeros((size, size), bool)
+    valid[:max(content_h, 0), :max(content_w, 0)] = True
+    out_gt &= valid & ~out_ignore
+    if np.count_nonzero(out_gt) < cfg.min_object_pixels:
+        return None
+    if cfg.flip and rng.random() < 0.5:
+        # flip the content only, so the padding stays bottom/right like CropTransform
+        cw = max(content_w, 0)
+        for arr in (out_image, out_gt, out_ignore):
+            arr[:, :cw] = arr[:, :cw][:, ::-1].copy()
+    out_image = _color_jitter(out_image, cfg.color_jitter, rng)
+    out_image[~valid] = 0
+    return TrainSample(out_image, out_gt, out_ignore | ~valid, valid)
+
+
+# --------------------------------------------------------------------------- click sampling
+@dataclass(frozen=True)
+class ClickSamplerConfig:
+    max_pos: int = 3
+    max_neg: int = 2
+    first_click_standard_prob: float = 0.3  # first positive = the evaluation protocol's first click
+    border_fraction: float = 0.3  # positives keep at least this share of the max inner distance
+    neg_band_px: tuple[float, float] = (6.0, 40.0)  # negatives this far from the object
+    min_separation_px: float = 10.0
+
+
+def _inner_distance(region: np.ndarray) -> np.ndarray:
+    padded = np.pad(region.astype(np.uint8), 1)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+
+
+def _count(max_count: int, minimum: int, rng: np.random.Generator, decay: float = 0.6) -> int:
+    counts = np.arange(minimum, max_count + 1)
+    weights = decay ** (counts - minimum)
+    return int(rng.choice(counts, p=weights / weights.sum()))
+
+
+def _pick(candidates: np.ndarray, n: int, chosen: list[tuple[int, int]], sep: float,
+          rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Up to n (row, col) from a boolean candidate map, at least ``sep`` apart from the rest."""
+    rows, cols = np.nonzero(candidates)
+    picked: list[tuple[int, int]] = []
+    if rows.size == 0:
+        return picked
+    for idx in rng.permutation(rows.size)[: 50 * max(n, 1)]:
+        if len(picked) == n:
+            break
+        r, c = int(rows[idx]), int(cols[idx])
+        if all((r - pr) ** 2 + (c - pc) ** 2 >= sep ** 2 for pr, pc in chosen + picked):
+            picked.append((r, c))
+    return picked
+
+
+def sample_initial_clicks(gt: np.ndarray, valid: np.ndarray, cfg: ClickSamplerConfig,
+                          rng: np.random.Generator, ignore: np.ndarray | None = None) -> list[Click]:
+    """RITM's multi-point idea, simplified: 1..max_pos positives inside the object away from its
+    border, then 0..max_neg negatives outside it, near the object, inside ``valid`` pixels.
+
+    Returns clicks in crop pixel coordinates (``x`` column, ``y`` row), positives first.
+    """
+    clicks: list[Click] = []
+    chosen: list[tuple[int, int]] = []
+    n_pos = _count(cfg.max_pos, 1, rng)
+    if rng.random() < cfg.first_click_standard_prob:
+        first = next_click(gt, np.zeros_like(gt), ignore)
+        if first is not None:
+            clicks.append(first)
+            chosen.append((first.row, first.col))
+    inner = _inner_distance(gt)
+    if inner.max() > 0:
+        deep = inner >= max(1.0, cfg.border_fraction * float(inner.max()))
+        for r, c in _pick(deep, n_pos - len(clicks), chosen, cfg.min_separation_px, rng):
+            clicks.append(Click(x=float(c), y=float(r), positive=True))
+            chosen.append((r, c))
+    n_neg = _count(cfg.max_neg, 0, rng)
+    if n_neg:
+        outer = _inner_distance(~gt)
+        near, far = cfg.neg_band_px
+        band = (outer >= near) & (outer <= far) & valid
+        if ignore is not None:
+            band &= ~ignore
+        for r, c in _pick(band, n_neg, chosen, cfg.min_separation_px, rng):
+            clicks.append(Click(x=float(c), y=float(r), positive=False))
+    return clicks

@@ -1,0 +1,394 @@
+"""``clickmask train``: the RITM recipe on the project's training sets, CPU first.
+
+- Loss: Normalized Focal Loss (alpha 0.5, gamma 2) on ``instances`` + 0.4 x BCE on
+  ``instances_aux``; the zero padding and dataset ignore bands do not count.
+- Clicks: 1-3 positives inside the object away from its border and 0-2 negatives near it
+  (:func:`clickmask.export.data.sample_initial_clicks`), then 0-3 extra no-grad rounds in which
+  :func:`clickmask.client.clicker.next_click` places a click in the error of the previous
+  prediction and that prediction becomes ``prev_mask`` (RITM's iterative training).
+- Encoding: :func:`clickmask.client.encoding.encode_clicks` with ``CropTransform.full`` on the
+  training crop, and ``prev_mask`` quantised to 1/255 like the uint8 contract, so training
+  sees what serving sends.
+- Adam (5e-4, betas 0.9/0.999), encoder at 0.1 x lr, linear warm-up then cosine decay.
+- Validation: NoC@90 (standard clicker, at most 20 clicks) on a fixed held-out part of the
+  training sets, through the uint8 contract exactly as served (``ContractWrapper`` +
+  ``encode_inputs``/``decode_prob``); ``best.pt`` is the checkpoint with the lowest NoC@90.
+  GrabCut and Berkeley are never read.
+
+Outputs in ``--output``: ``config.json`` (every hyper-parameter), ``last.pt`` (resumable,
+written every few minutes), ``best.pt`` (float16 weights by default), ``metrics.jsonl``.
+Sampling depends only on ``(seed, step)``, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from clickmask.client.clicker import iou, next_click
+from clickmask.client.clicks import Click
+from clickmask.client.encoding import CropTransform, decode_prob, encode_clicks, encode_inputs
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import (
+    EVALUATION_ONLY_SETS,
+    AugmentConfig,
+    ClickSamplerConfig,
+    ObjectRef,
+    TrainSample,
+    augment,
+    discover_objects,
+    load_object,
+    sample_initial_clicks,
+    split_objects,
+)
+from .losses import IGNORE_LABEL, RITMLoss
+from .networks import build_network
+from .onnx_export import ContractWrapper
+from .train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------ data split
+def load_split(cfg: TrainConfig) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Train objects and the fixed validation subset (``val_samples``, round-robin over sets)."""
+    objects = []
+    for name in cfg.train_sets:
+        objects += discover_objects(cfg.data_root, name, cfg.min_object_fraction)
+    train_objs, val_objs = split_objects(objects, cfg.val_fraction, cfg.seed)
+    by_set: dict[str, list[ObjectRef]] = {}
+    for obj in val_objs:
+        by_set.setdefault(obj.dataset, []).append(obj)
+    subset: list[ObjectRef] = []
+    queues = [list(v) for _, v in sorted(by_set.items())]
+    while len(subset) < cfg.val_samples and any(queues):
+        for q in queues:
+            if q and len(subset) < cfg.val_samples:
+                subset.append(q.pop(0))
+    return train_objs, subset
+
+
+# ------------------------------------------------------------------------------ batches
+@dataclass
+class Batch:
+    samples: list[TrainSample]
+    clicks: list[list[Click]]
+
+
+def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator) -> Batch:
+    aug = AugmentConfig(crop_size=cfg.crop_size, view_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
+                        color_jitter=cfg.color_jitter, flip=cfg.flip)
+    clicker_cfg = ClickSamplerConfig(max_pos=cfg.max_pos_clicks, max_neg=cfg.max_neg_clicks)
+    samples, clicks = [], []
+    attempts = 0
+    while len(samples) < cfg.batch_size:
+        attempts += 1
+        if attempts > 50 * cfg.batch_size:
+            raise RuntimeError("could not draw a training batch: objects too small for the crop size?")
+        obj = objects[int(rng.integers(len(objects)))]
+        image, gt, ignore = load_object(obj)
+        sample = augment(image, gt, ignore, aug, rng)
+        if sample is None:
+            continue
+        sample_clicks = sample_initial_clicks(sample.gt, sample.valid, clicker_cfg, rng, sample.ignore)
+        if not any(c.positive for c in sample_clicks):
+            continue
+        samples.append(sample)
+        clicks.append(sample_clicks)
+    return Batch(samples, clicks)
+
+
+def _click_maps(clicks: list[list[Click]], size: int) -> torch.Tensor:
+    t = CropTransform.full(size, size, size)
+    return torch.from_numpy(np.stack([encode_clicks(c, t) for c in clicks])).float()
+
+
+def _labels(samples: list[TrainSample]) -> torch.Tensor:
+    labels = np.stack([np.where(s.ignore, IGNORE_LABEL, s.gt.astype(np.float32)) for s in samples])
+    return torch.from_numpy(labels.astype(np.float32))[:, None]
+
+
+def _images(samples: list[TrainSample]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
+
+
+def iterative_clicks(net: torch.nn.Module, image: torch.Tensor, batch: Batch, rounds: int,
+                     device: torch.device, prev_mask_drop: float, rng: np.random.Generator):
+    """RITM's no-grad click rounds: predict, click in the error, feed the prediction back.
+
+    Returns the click maps and prev_mask tensors for the training forward pass.
+    """
+    size = image.shape[-1]
+    prev = torch.zeros(image.shape[0], 1, size, size, device=device)
+    clicks = [list(c) for c in batch.clicks]
+    if rounds == 0:
+        return _click_maps(clicks, size).to(device), prev
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        for _ in range(rounds):
+            logits = net(image, _click_maps(clicks, size).to(device), prev)["instances"]
+            # what the uint8 contract carries: probability quantised to 1/255
+            prev = torch.round(torch.sigmoid(logits) * 255.0) / 255.0
+            pred = (prev[:, 0] >= 0.5).cpu().numpy()
+            for i, sample in enumerate(batch.samples):
+                click = next_click(sample.gt, pred[i], sample.ignore, previous=clicks[i])
+                if click is not None:
+                    clicks[i].append(click)
+    net.train(was_training)
+    if prev_mask_drop > 0:
+        keep = torch.from_numpy((rng.random(image.shape[0]) >= prev_mask_drop).astype(np.float32))
+        prev = prev * keep.view(-1, 1, 1, 1).to(device)
+    return _click_maps(clicks, size).to(device), prev
+
+
+# ------------------------------------------------------------------------------ validation
+@dataclass(frozen=True)
+class ValResult:
+    noc85: float
+    noc90: float
+    failures90: int
+    miou_at_1: float
+    num_samples: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def validate(net: torch.nn.Module, objects: list[ObjectRef], size: int, max_clicks: int,
+             device: torch.device) -> ValResult:
+    """NoC@85/90 with the standard clicker, run through the uint8 contract as served."""
+    wrapper = ContractWrapper(net).eval()
+    was_training = net.training
+    net.eval()
+    start = time.perf_counter()
+    nocs85, nocs90, first_ious = [], [], []
+    with torch.inference_mode():
+        for obj in objects:
+            image, gt, ignore = load_object(obj)
+            t = CropTransform.full(gt.shape[0], gt.shape[1], size)
+            clicks: list[Click] = []
+            prob = None
+            pred = np.zeros_like(gt)
+            noc85 = noc90 = max_clicks
+            for k in range(1, max_clicks + 1):
+                click = next_click(gt, pred, ignore, previous=clicks)
+                if click is None:
+                    break
+                clicks.append(click)
+                feeds = encode_inputs(image, clicks, prob, t)
+                out = wrapper(*(torch.from_numpy(feeds[n])[None].to(device)
+                                for n in ("image", "clicks", "prev_mask")))
+                prob = decode_prob(out[0].cpu().numpy(), t, gt.shape)
+                pred = prob >= 0.5
+                score = iou(gt, pred, ignore)
+                if k == 1:
+                    first_ious.append(score)
+                if score >= 0.85 and noc85 == max_clicks:
+                    noc85 = k
+                if score >= 0.90:
+                    noc90 = k
+                    break
+            nocs85.append(noc85)
+            nocs90.append(noc90)
+    net.train(was_training)
+    return ValResult(
+        noc85=float(np.mean(nocs85)), noc90=float(np.mean(nocs90)),
+        failures90=int(sum(n >= max_clicks for n in nocs90)),
+        miou_at_1=float(np.mean(first_ious)) if first_ious else 0.0,
+        num_samples=len(objects), seconds=time.perf_counter() - start,
+    )
+
+
+# ------------------------------------------------------------------------------ schedule
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if cfg.warmup_iters and step < cfg.warmup_iters:
+        return (step + 1) / cfg.warmup_iters
+    if not cfg.cosine:
+        return 1.0
+    span = max(1, cfg.iters - cfg.warmup_iters)
+    progress = min(1.0, (step - cfg.warmup_iters) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _param_groups(net: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    backbone = [p for n, p in net.named_parameters() if n.startswith("backbone.")]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
+    return [{"params": backbone, "lr_mult": cfg.backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}]
+
+
+# ------------------------------------------------------------------------------ training
+@dataclass(frozen=True)
+class TrainResult:
+    output: str
+    steps: int
+    best_noc90: float | None
+    best_step: int | None
+    last_loss: float | None
+
+    def __str__(self) -> str:
+        best = "n/a" if self.best_noc90 is None else f"{self.best_noc90:.2f} at step {self.best_step}"
+        return f"training finished: {self.steps} steps, best validation NoC@90 {best}; outputs in {self.output}"
+
+
+def _model_config(cfg: TrainConfig, **extra: Any) -> dict[str, Any]:
+    return {"network": cfg.network, "input_size": cfg.input_size, "network_kwargs": {},
+            "train": cfg.to_dict(), **extra}
+
+
+def _resolve_config(overrides: dict[str, Any], resume: bool) -> TrainConfig:
+    """Defaults (or, with ``resume``, the run's recorded config.json) updated by ``overrides``."""
+    base = TrainConfig().to_dict()
+    if resume:
+        recorded = Path(overrides.get("output", base["output"])) / CONFIG_FILE
+        if not recorded.is_file():
+            raise FileNotFoundError(f"--resume: {recorded} not found")
+        base = json.loads(recorded.read_text())
+    cfg = TrainConfig.from_dict({**base, **overrides})
+    forbidden = sorted(set(cfg.train_sets) & EVALUATION_ONLY_SETS)
+    if forbidden:
+        raise ValueError(f"{forbidden} are evaluation-only sets: never train, tune or select on them")
+    if cfg.crop_size % 32 or cfg.input_size % 32:
+        raise ValueError("crop_size and input_size must be multiples of 32")
+    return cfg
+
+
+def train(overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run (or resume) training; ``overrides`` are :class:`TrainConfig` fields."""
+    cfg = _resolve_config(dict(overrides or {}), resume)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(1)
+    torch.manual_seed(cfg.seed)
+
+    train_objs, val_objs = load_split(cfg)
+    log.info("training on %d objects from %s; validating on %d held-out objects; device %s",
+             len(train_objs), ", ".join(cfg.train_sets), len(val_objs), device)
+    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out / "split.json").write_text(json.dumps({"val": [f"{o.dataset}/{o.sample_id}#{o.instance_id}"
+                                                        for o in val_objs]}, indent=1) + "\n")
+
+    net = build_network(cfg.network).to(device)
+    groups = _param_groups(net, cfg)
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    criterion = RITMLoss(cfg.nfl_alpha, cfg.nfl_gamma, cfg.aux_weight)
+
+    step, best_noc90, best_step = 0, None, None
+    if resume and (out / LAST_CHECKPOINT).is_file():
+        ckpt = read_checkpoint(out / LAST_CHECKPOINT, map_location=device)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, best_noc90, best_step = int(ckpt["step"]), ckpt.get("best_noc90"), ckpt.get("best_step")
+        log.info("resumed from %s at step %d", out / LAST_CHECKPOINT, step)
+
+    def save_last() -> None:
+        save_checkpoint(out / LAST_CHECKPOINT, net, _model_config(cfg, step=step), optimizer=optimizer.state_dict(),
+                        step=step, best_noc90=best_noc90, best_step=best_step)
+
+    metrics = (out / METRICS_FILE).open("a")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iters, initial=step, dynamic_ncols=True, desc="train")
+    last_save = time.monotonic()
+    loss_ema = None
+    last_noc = "-" if best_noc90 is None else f"{best_noc90:.2f}"
+    net.train()
+    try:
+        while step < cfg.iters:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.seed, step])
+            batch = make_batch(train_objs, cfg, rng)
+            image = _images(batch.samples).to(device)
+            labels = _labels(batch.samples).to(device)
+            rounds = int(rng.integers(0, cfg.max_extra_rounds + 1))
+            click_maps, prev = iterative_clicks(net, image, batch, rounds, device, cfg.prev_mask_drop, rng)
+            factor = lr_factor(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor * group["lr_mult"]
+            losses = criterion(net(image, click_maps, prev), labels)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            step += 1
+            loss = float(losses["loss"].detach())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step}")
+            loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+            if step % cfg.log_every == 0 or step == 1:
+                record = {"step": step, "loss": loss, "loss_ema": loss_ema, "nfl": float(losses["nfl"]),
+                          "aux_bce": float(losses["aux_bce"]), "lr": cfg.lr * factor, "rounds": rounds,
+                          "seconds_per_step": time.perf_counter() - t0}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", noc90=last_noc, refresh=False)
+            if step % cfg.val_every == 0 or step == cfg.iters:
+                result = validate(net, val_objs, cfg.input_size, cfg.val_max_clicks, device)
+                last_noc = f"{result.noc90:.2f}"
+                metrics.write(json.dumps({"step": step, "val": result.to_dict()}) + "\n")
+                metrics.flush()
+                log.info("step %d: validation NoC@85 %.2f NoC@90 %.2f (failures %d/%d), IoU@1 %.3f, %.0f s",
+                         step, result.noc85, result.noc90, result.failures90, result.num_samples,
+                         result.miou_at_1, result.seconds)
+                if best_noc90 is None or result.noc90 < best_noc90:
+                    best_noc90, best_step = result.noc90, step
+                    save_checkpoint(out / BEST_CHECKPOINT, net,
+                                    _model_config(cfg, step=step, val=result.to_dict()), half=cfg.half_best)
+                save_last()
+                last_save = time.monotonic()
+            elif time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
+                save_last()
+                last_save = time.monotonic()
+    finally:
+        if bar is not None:
+            bar.close()
+        metrics.close()
+    save_last()
+    return TrainResult(str(out), step, best_noc90, best_step, loss_ema)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clickmask.export.train`` (same options as ``clickmask train``)."""
+    import argparse
+
+    from .cli import add_train_parser
+
+    parser = argparse.ArgumentParser(prog="clickmask")
+    sub = parser.add_subparsers(dest="command")
+    add_train_parser(sub)
+    args = parser.parse_args(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

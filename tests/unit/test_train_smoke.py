@@ -1,0 +1,53 @@
+"""A two-step training run on synthetic images: checkpoints, config, resume."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from clickmask.export.checkpoint import load_checkpoint, read_checkpoint
+from clickmask.export.train import train
+
+
+@pytest.fixture()
+def synthetic_root(tmp_path):
+    rng = np.random.default_rng(0)
+    base = tmp_path / "data" / "Synthetic"
+    (base / "images").mkdir(parents=True)
+    (base / "masks").mkdir(parents=True)
+    for i in range(8):
+        h, w = 96, 128
+        yy, xx = np.mgrid[:h, :w]
+        cx, cy, r = rng.uniform(40, 88), rng.uniform(35, 60), rng.uniform(15, 30)
+        mask = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.uint8) * 255
+        image = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
+        image[mask > 0] += np.array([150, 60, 20], np.uint8)
+        cv2.imwrite(str(base / "images" / f"s{i}.png"), image)
+        cv2.imwrite(str(base / "masks" / f"s{i}.png"), mask)
+    return tmp_path / "data"
+
+
+def test_two_iterations_write_checkpoints_and_resume(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    options = dict(output=str(out), data_root=str(synthetic_root), train_sets=("Synthetic",), val_fraction=0.25,
+                   crop_size=64, input_size=64, batch_size=2, iters=2, warmup_iters=1, val_every=2,
+                   val_samples=2, val_max_clicks=2, threads=1, max_extra_rounds=1)
+    result = train(options, progress=False)
+    assert result.steps == 2 and result.best_step == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["batch_size"] == 2 and config["nfl_alpha"] == 0.5 and config["aux_weight"] == 0.4
+    net, ckpt_config = load_checkpoint(out / "best.pt")
+    assert ckpt_config["network"] == "efficientnet-lite0" and ckpt_config["input_size"] == 64
+    assert ckpt_config["val"]["num_samples"] == 2
+    assert read_checkpoint(out / "best.pt")["state_dict"]["head.weight"].dtype.is_floating_point
+    resumed = train({"output": str(out), "iters": 3}, resume=True, progress=False)
+    assert resumed.steps == 3
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val" in x for x in lines) and any(x.get("step") == 3 for x in lines)
+
+
+def test_training_on_an_evaluation_set_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="evaluation-only"):
+        train({"output": str(tmp_path / "x"), "train_sets": ("COCO_MVal", "GrabCut")}, progress=False)
