@@ -151,6 +151,8 @@ def sweep(args) -> list[LevelResult]:
     results: list[LevelResult] = []
     onnx = args.model_repository / "clickmask" / "1" / "model.onnx"
     local = LocalPredictor(onnx, threads=args.threads)
+    if args.warmup_seconds > 0:
+        run_level("in-process", lambda: local, workload, 1, args.warmup_seconds, args.clicks_per_object)
     results.append(run_level("in-process", lambda: local, workload, 1, args.seconds, args.clicks_per_object))
     _report(results[-1])
     modes = [("triton-batching", args.model_repository)]
@@ -160,6 +162,9 @@ def sweep(args) -> list[LevelResult]:
         config = _server_config(repository, args.base_port)
         with TritonServer(config):
             url = config.grpc_url
+            if args.warmup_seconds > 0:  # first runs of a fresh ONNX Runtime session are slow
+                run_level(mode, lambda: Client(url, timeout_s=60), workload, 2, args.warmup_seconds,
+                          args.clicks_per_object, url=url)
             for concurrency in args.concurrency:
                 results.append(run_level(mode, lambda: Client(url, timeout_s=60), workload, concurrency,
                                          args.seconds, args.clicks_per_object, url=url))
@@ -237,6 +242,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--seconds", type=float, default=15.0, help="per level (default: %(default)s)")
     p.add_argument("--clicks-per-object", type=int, default=10)
+    p.add_argument("--warmup-seconds", type=float, default=3.0, help="unmeasured warm-up per server")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads in-process (server: config)")
     p.add_argument("--model-repository", type=pathlib.Path, default=DEFAULT_MODEL_REPOSITORY)
     p.add_argument("--base-port", type=int, default=18101, help="grpc, http, metrics = base, +1, +2")
