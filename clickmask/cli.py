@@ -177,13 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("clickmask.benchmarks.eval_cli", "add_eval_parser"),
         ("clickmask.export.cli", "add_export_parser"),
         ("clickmask.export.cli", "add_train_parser"),
+        ("clickmask.benchmarks.loadtest", "add_loadtest_parser"),
     ):
         try:
             module = __import__(module_name, fromlist=[function_name])
         except ImportError as exc:  # an extra is not installed: keep the rest of the CLI usable
             LOGGER.debug("%s unavailable: %s", module_name, exc)
             continue
-        getattr(module, function_name)(sub)
+        if hasattr(module, function_name):
+            getattr(module, function_name)(sub)
     return parser
 
 
