@@ -1,0 +1,36 @@
+"""``clickmask eval`` gives identical numbers in-process and through the server (same ONNX file)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from clickmask.server import DEFAULT_MODEL_REPOSITORY
+
+CLI = [sys.executable, "-m", "clickmask.cli"]
+KEYS = {"dataset", "num_samples", "max_clicks", "noc85", "noc90", "noc95", "failures90", "miou_curve",
+        "seconds_per_click"}
+
+
+def _eval(args, tmp_path, name):
+    out = tmp_path / f"{name}.json"
+    result = subprocess.run(CLI + ["eval", "--limit", "3", "--max-clicks", "4", "--no-progress",
+                                   "--json", str(out), "--csv", str(tmp_path / f"{name}.csv"),
+                                   "--plot", str(tmp_path / f"{name}.png")] + args,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())
+
+
+def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp_path):
+    onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
+    local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "local")
+    served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url], tmp_path, "served")
+    assert KEYS <= set(local) and KEYS <= set(served)
+    assert local["num_samples"] == served["num_samples"] == 3
+    assert len(local["miou_curve"]) == 4
+    for key in ("noc85", "noc90", "noc95", "failures90"):
+        assert local[key] == served[key], key
+    assert max(abs(a - b) for a, b in zip(local["miou_curve"], served["miou_curve"])) < 1e-3
+    assert (tmp_path / "local.png").stat().st_size > 1000
+    assert len((tmp_path / "local.csv").read_text().splitlines()) == 4
