@@ -1,0 +1,45 @@
+"""NoC bookkeeping and the eval summary's contract keys, on synthetic results (no model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clickmask.benchmarks.accuracy import SampleResult, list_samples, summarize
+from clickmask.client.errors import InvalidInputError
+
+
+def _result(ious):
+    return SampleResult("s", tuple(ious), tuple(0.01 for _ in ious), ())
+
+
+def test_noc_is_the_first_click_reaching_the_threshold_else_max_clicks():
+    r = _result([0.5, 0.86, 0.91, 0.96])
+    assert (r.noc(0.85, 4), r.noc(0.90, 4), r.noc(0.95, 4)) == (2, 3, 4)
+    assert _result([0.5, 0.6, 0.7, 0.8]).noc(0.85, 4) == 4
+
+
+def test_summary_has_the_contract_keys_and_counts_failures():
+    summary = summarize([_result([0.5, 0.95, 0.95]), _result([0.2, 0.3, 0.4])], "toy", 3)
+    assert summary["noc90"] == pytest.approx((2 + 3) / 2)
+    assert summary["failures90"] == 1
+    assert summary["miou_curve"] == pytest.approx([0.35, 0.625, 0.675])
+    assert summary["seconds_per_click"] == pytest.approx(0.01)
+    assert {"dataset", "num_samples", "max_clicks", "noc85", "noc95"} <= set(summary)
+
+
+def test_dataset_folder_without_masks_is_a_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(InvalidInputError, match="images/<id>"):
+        list_samples(tmp_path)
+
+
+def test_berkeley_style_instance_ids_find_their_shared_image(tmp_path):
+    import cv2
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "42.jpg"), np.zeros((4, 4, 3), np.uint8))
+    for sid in ("42a", "42b"):
+        cv2.imwrite(str(tmp_path / "masks" / f"{sid}.png"), np.zeros((4, 4), np.uint8))
+    samples = list_samples(tmp_path)
+    assert [s.image_path.name for s in samples] == ["42.jpg", "42.jpg"]
