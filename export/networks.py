@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .efficientnet_lite import FEATURE_CHANNELS, STEM_CHANNELS, EfficientNetLite0, load_imagenet_weights
+from .ritm_model import build_ritm_hrnet18, build_ritm_hrnet18s, build_ritm_hrnet32
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -146,6 +147,10 @@ def build_efficientnet_lite0(pretrained_encoder: bool = True, **kwargs) -> Click
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "efficientnet-lite0": build_efficientnet_lite0,
+    # RITM HRNet-OCR family, parameter names of the official checkpoints (export/ritm_model.py).
+    "ritm-hrnet18s": build_ritm_hrnet18s,
+    "ritm-hrnet18": build_ritm_hrnet18,
+    "ritm-hrnet32": build_ritm_hrnet32,
 }
 
 DEFAULT_NETWORK = "efficientnet-lite0"
