@@ -208,7 +208,7 @@ def preflight(url: str, dataset: pathlib.Path, clicks: int = 4) -> None:
     from clickmask.imageio import read_mask, read_rgb  # noqa: PLC0415
 
     sample = list_samples(dataset, 1)[0]
-    with Client(url, timeout_s=60, retries=0) as client:
+    with Client(url, timeout_s=20, retries=0) as client:
         if not client.is_ready():
             raise ServerUnavailableError(
                 f"no ready clickmask model at {url}: start one with 'make serve' (or 'clickmask serve'), "
