@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "efficientnet-lite0"
 DEFAULT_ONNX_OUTPUT = "model_repository/clickmask/1/model.onnx"
-TENSORRT_MISSING = ("TensorRT is not installed: pip install 'clickmask[tensorrt]' on a machine with an "
-                    "NVIDIA GPU")
 
 
 # ---------------------------------------------------------------------------------- export
@@ -48,10 +46,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     onnx_p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
     onnx_p.set_defaults(func=_cmd_export_onnx)
 
-    trt_p = sub.add_parser("tensorrt", help="build a TensorRT FP16 plan (needs TensorRT and a GPU)")
-    trt_p.add_argument("--onnx", type=Path, default=Path(DEFAULT_ONNX_OUTPUT), help="input ONNX file")
-    trt_p.add_argument("--output", type=Path, default=Path("model_repository/clickmask/1/model.plan"))
-    trt_p.set_defaults(func=_cmd_export_tensorrt)
+    _add_tensorrt_parser(sub)
+    _add_repository_parser(sub)
     return p
 
 
@@ -82,14 +78,143 @@ def _cmd_export_onnx(args) -> int:
     return 0
 
 
+def _add_tensorrt_parser(sub) -> None:
+    p = sub.add_parser(
+        "tensorrt", help="build a TensorRT FP16 plan, check it against ONNX Runtime, time it (TensorRT + GPU)",
+        description="Build a TensorRT FP16 engine from the contract ONNX file (one profile over the batch "
+                    "dimension, S fixed), pin FP16-unsafe layers to FP32, then check per-image mask IoU against "
+                    "ONNX Runtime FP32 on real images and time the engine. --dry-run prints the build plan "
+                    "(profile, FP32 layers, trtexec equivalent) without TensorRT.")
+    p.add_argument("--onnx", type=Path, default=Path(DEFAULT_ONNX_OUTPUT), help="input ONNX file (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=Path("model_repository/clickmask/1/model.plan"),
+                   help="plan file; <plan>.json with the profile is written beside it (default: %(default)s)")
+    p.add_argument("--opt-batch", type=int, default=4, help="profile opt batch (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="profile max batch = Triton max_batch_size (default: %(default)s)")
+    p.add_argument("--workspace-mib", type=int, default=4096, help="builder workspace limit (default: %(default)s)")
+    p.add_argument("--timing-cache", type=Path, default=None,
+                   help="timing cache file, read if present and rewritten (default: <output>.timing-cache)")
+    p.add_argument("--reduce-elements", type=int, default=4096,
+                   help="pin ReduceMean/ReduceSum over at least this many elements to FP32 (default: %(default)s)")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="images/ + masks/ folder for the parity check (default: ../shared/datasets/GrabCut)")
+    p.add_argument("--parity-images", type=int, default=20, help="images in the parity check (default: %(default)s)")
+    p.add_argument("--parity-clicks", type=int, default=5, help="clicks per image (default: %(default)s)")
+    p.add_argument("--min-iou", type=float, default=0.99, help="per-image mask IoU bar (default: %(default)s)")
+    p.add_argument("--timing-batches", type=int, nargs="*", default=[1, 4, 8, 16],
+                   help="batch sizes to time; none to skip (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="write build, parity and timing as JSON")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.add_argument("--dry-run", action="store_true", help="print the build plan only; needs no TensorRT")
+    p.set_defaults(func=_cmd_export_tensorrt)
+
+
 def _cmd_export_tensorrt(args) -> int:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        print(f"clickmask export tensorrt: error: {TENSORRT_MISSING}", file=sys.stderr)
+    import json
+
+    import onnx
+
+    from . import tensorrt_export as te
+
+    name = "clickmask export tensorrt"
+    if not args.dry_run:
+        try:
+            te.require_tensorrt()
+        except te.TensorRTUnavailableError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            return 2
+    if not args.onnx.is_file():
+        print(f"{name}: error: {args.onnx} not found; create it with 'clickmask export onnx'", file=sys.stderr)
         return 2
-    print("clickmask export tensorrt: error: TensorRT engine building is not implemented yet", file=sys.stderr)
-    return 2
+    policy = te.Fp16Policy(reduce_elements=args.reduce_elements)
+    cache = args.timing_cache or Path(str(args.output) + ".timing-cache")
+    model = onnx.load(str(args.onnx), load_external_data=False)
+    try:
+        shapes = te.profile_shapes(te.onnx_input_shapes(model), args.opt_batch, args.max_batch)
+    except (ValueError, te.TensorRTBuildError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    pinned = te.fp32_onnx_nodes(model, policy)
+    if args.dry_run:
+        print("profile (min / opt / max): " + "; ".join(f"{n} {[list(s) for s in v]}" for n, v in shapes.items()))
+        print(f"FP32-pinned layers ({len(pinned)}):" + "".join(f"\n  {p.name} [{p.op}]: {p.reason}" for p in pinned))
+        print("trtexec equivalent:\n  " + te.trtexec_command(args.onnx, args.output, shapes, args.workspace_mib,
+                                                            cache, pinned))
+        return 0
+
+    config = te.BuildConfig(args.onnx, args.output, args.opt_batch, args.max_batch, args.workspace_mib, cache,
+                            policy=policy)
+    report: dict = {}
+    try:
+        result = te.build_engine(config)
+        print(f"built {result.plan_path} (S={result.size}, TensorRT {result.tensorrt_version}, "
+              f"{result.build_s:.0f} s, {len(result.pinned)} layers pinned to FP32)")
+        report["build"] = result.metadata(config)
+        engine = te.TensorRTPredictor(args.output)
+        if not args.no_check:
+            from clickmask.serving import OnnxPredictor
+
+            dataset = args.dataset or te.DEFAULT_DATASET
+            parity = te.compare_on_images(OnnxPredictor(args.onnx), engine,
+                                          te.load_samples(dataset, args.parity_images),
+                                          clicks_per_image=args.parity_clicks, min_iou=args.min_iou)
+            print(parity)
+            report["parity"] = parity.as_dict()
+        timings = []
+        for batch in args.timing_batches:
+            timings.append(te.summarize_timings(batch, engine.time_compute(batch), kind="gpu"))
+        timings += te.time_batches(engine, engine.size, args.timing_batches)
+        for timing in timings:
+            print(timing)
+        report["timing"] = [dataclasses.asdict(t) for t in timings]
+    except (te.TensorRTUnavailableError, te.TensorRTBuildError, FileNotFoundError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.json is not None and report:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if "parity" in report and not report["parity"]["passed"]:
+        print(f"{name}: error: {args.output} failed the parity check; do not deploy it", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_repository_parser(sub) -> None:
+    from .model_config import BACKENDS
+
+    p = sub.add_parser(
+        "repository", help="write a Triton model repository (python, onnxruntime or tensorrt)",
+        description="Lay out OUTPUT/clickmask/{config.pbtxt,1/...} with a config generated from the tensor "
+                    "contract; S comes from the ONNX file, the TensorRT profile from <plan>.json.")
+    p.add_argument("--backend", choices=BACKENDS, required=True)
+    p.add_argument("--onnx", type=Path, required=True, help="the contract ONNX file (S is read from it)")
+    p.add_argument("--plan", type=Path, default=None, help="TensorRT plan (--backend tensorrt)")
+    p.add_argument("--output", type=Path, required=True, help="model repository folder")
+    p.add_argument("--max-batch-size", type=int, default=None,
+                   help="default: the plan's profile max for tensorrt, else 16")
+    p.add_argument("--opt-batch", type=int, default=None, help="tensorrt: default from <plan>.json")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--gpu", action="store_true", help="onnxruntime: run on one GPU (KIND_GPU)")
+    p.add_argument("--tensorrt-fp16", action="store_true",
+                   help="onnxruntime: TensorRT execution accelerator in FP16 (needs --gpu)")
+    p.add_argument("--cuda-graphs", action="store_true", help="tensorrt: capture CUDA graphs")
+    p.set_defaults(func=_cmd_export_repository)
+
+
+def _cmd_export_repository(args) -> int:
+    from .model_config import ModelConfigError, write_repository
+
+    try:
+        path = write_repository(args.backend, args.output, onnx_path=args.onnx, plan_path=args.plan,
+                                max_batch_size=args.max_batch_size, opt_batch=args.opt_batch,
+                                instance_count=args.instance_count, gpu=args.gpu,
+                                tensorrt_fp16=args.tensorrt_fp16, cuda_graphs=args.cuda_graphs)
+    except ModelConfigError as exc:
+        print(f"clickmask export repository: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path.parent} ({args.backend})")
+    return 0
 
 
 # ----------------------------------------------------------------------------------- train

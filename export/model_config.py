@@ -1,0 +1,291 @@
+"""Triton model configurations for every backend, generated from one tensor contract.
+
+Every variant of the model ``clickmask`` keeps the contract of ``../shared/DESIGN.md``::
+
+    image      UINT8 [3, S, S]    clicks  UINT8 [2, S, S]    prev_mask  UINT8 [1, S, S]
+    mask_prob  UINT8 [1, S, S]    (output; Triton adds the batch dimension to all four)
+
+and advertises S as ``parameters { key: "input_size" ... }``, which is how the client learns
+it. Three generators share that part and differ only in how the model runs:
+
+- :func:`python_config`: the embedded default (ONNX Runtime inside Triton's Python backend,
+  ``model_repository/clickmask/config.pbtxt`` is its output).
+- :func:`onnxruntime_config`: the ``onnxruntime_onnx`` platform of NVIDIA's container image,
+  on the CPU, or on a GPU with the optional TensorRT execution accelerator in FP16.
+- :func:`tensorrt_config`: a TensorRT plan on the GPU (``tensorrt_plan``), dynamic batching
+  whose preferred sizes follow the engine's optimisation profile, optional CUDA graphs.
+
+:func:`write_repository` lays out a whole model repository (``clickmask export repository``).
+Nothing here imports torch; :func:`onnx_input_size` imports ``onnx`` when called.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import shutil
+
+LOGGER = logging.getLogger(__name__)
+
+MODEL_NAME = "clickmask"
+#: Contract tensors and their channel count (per request; Triton adds the batch dimension).
+INPUTS = (("image", 3), ("clicks", 2), ("prev_mask", 1))
+OUTPUT = ("mask_prob", 1)
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_QUEUE_DELAY_US = 2000
+BACKENDS = ("python", "onnxruntime", "tensorrt")
+#: File names inside the version folder ``1/``.
+ONNX_FILE = "model.onnx"
+PLAN_FILE = "model.plan"
+PYTHON_ADAPTER = pathlib.Path(__file__).resolve().parent.parent / "model_repository" / MODEL_NAME / "1" / "model.py"
+
+
+class ModelConfigError(ValueError):
+    """Arguments that cannot make a valid model configuration; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """The part every backend shares: model name, S and the largest batch Triton may form."""
+
+    size: int
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    name: str = MODEL_NAME
+
+    def __post_init__(self) -> None:
+        if self.size <= 0 or self.size % 32:
+            raise ModelConfigError(f"input size S must be a positive multiple of 32, got {self.size}")
+        if self.max_batch_size < 1:
+            raise ModelConfigError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+
+
+def preferred_batch_sizes(max_batch_size: int, opt_batch: int | None = None) -> tuple[int, ...]:
+    """Preferred sizes for the dynamic batcher: powers of two from 4, the profile's opt and max.
+
+    ``preferred_batch_sizes(16) == (4, 8, 16)``; with a TensorRT profile (opt 4, max 12) it is
+    ``(4, 8, 12)``: every size lies within the profile, and opt and max are always included.
+    """
+    sizes = {max_batch_size}
+    power = 4
+    while power < max_batch_size:
+        sizes.add(power)
+        power *= 2
+    if opt_batch is not None:
+        if not 1 <= opt_batch <= max_batch_size:
+            raise ModelConfigError(f"opt batch {opt_batch} must lie in 1..{max_batch_size}")
+        sizes.add(opt_batch)
+    return tuple(sorted(s for s in sizes if s > 1)) or (max_batch_size,)
+
+
+# ------------------------------------------------------------------------ text building blocks
+def _dims(channels: int, size: int) -> str:
+    return f"[ {channels}, {size}, {size} ]"
+
+
+def _io_block(size: int) -> str:
+    inputs = ",\n".join(f'  {{ name: "{name}", data_type: TYPE_UINT8, dims: {_dims(c, size)} }}'
+                        for name, c in INPUTS)
+    name, c = OUTPUT
+    return (f"input [\n{inputs}\n]\n"
+            f"output [\n  {{ name: \"{name}\", data_type: TYPE_UINT8, dims: {_dims(c, size)} }}\n]\n")
+
+
+def _batching_block(preferred: tuple[int, ...], queue_delay_us: int) -> str:
+    return ("dynamic_batching {\n"
+            f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
+            f"  max_queue_delay_microseconds: {queue_delay_us}\n"
+            "}\n")
+
+
+def _parameters(params: dict[str, str]) -> str:
+    return "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in params.items())
+
+
+def _warmup_block(size: int, batch_sizes: tuple[int, ...]) -> str:
+    entries = []
+    for batch in batch_sizes:
+        inputs = "".join(
+            f'    inputs {{ key: "{name}" value {{ data_type: TYPE_UINT8, dims: {_dims(c, size)}, zero_data: true }} }}\n'
+            for name, c in INPUTS)
+        entries.append(f'  {{\n    name: "zeros_batch{batch}"\n    batch_size: {batch}\n{inputs}  }}')
+    return "model_warmup [\n" + ",\n".join(entries) + "\n]\n"
+
+
+def _header(contract: Contract, lines: tuple[str, ...]) -> str:
+    return "".join(f"# {line}\n" for line in lines) + (
+        f'name: "{contract.name}"\n')
+
+
+# -------------------------------------------------------------------------------- generators
+def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
+                  instance_count: int = 1, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> str:
+    """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
+
+    With the defaults and S=320 this is exactly ``model_repository/clickmask/config.pbtxt``.
+    ``1/model.py`` reads ``input_size``, ``onnx_file`` and ``intra_op_threads``.
+    """
+    _check_count(instance_count)
+    text = _header(contract, (
+        "clickmask: the embedded default. ONNX Runtime on the CPU inside Triton's Python backend.",
+        "Tensor contract: ../../../shared/DESIGN.md (UINT8 in, UINT8 out, S advertised below).",
+    ))
+    text += 'backend: "python"\n'
+    text += f"max_batch_size: {contract.max_batch_size}\n"
+    text += _io_block(contract.size)
+    text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us)
+    text += f"instance_group [ {{ count: {instance_count}, kind: KIND_CPU }} ]\n"
+    text += _parameters({"input_size": str(contract.size), "onnx_file": onnx_file,
+                         "intra_op_threads": str(intra_op_threads)})
+    text += _warmup_block(contract.size, (1,))
+    return text
+
+
+def onnxruntime_config(contract: Contract, *, gpu: bool = False, tensorrt_fp16: bool = False,
+                       instance_count: int = 1, intra_op_threads: int = 0,
+                       workspace_bytes: int = 2 << 30, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> str:
+    """``onnxruntime_onnx`` in NVIDIA's Triton image: CPU by default, or one GPU.
+
+    ``tensorrt_fp16`` turns on ONNX Runtime's TensorRT execution provider in FP16 (GPU only):
+    the engine is built when the model loads, so the first start takes minutes.
+    """
+    _check_count(instance_count)
+    if tensorrt_fp16 and not gpu:
+        raise ModelConfigError("the TensorRT execution accelerator needs a GPU instance: pass gpu=True (--gpu)")
+    where = "one GPU" if gpu else "the CPU"
+    accel = ", TensorRT execution accelerator in FP16" if tensorrt_fp16 else ""
+    text = _header(contract, (
+        f"clickmask: ONNX Runtime backend of the NGC Triton image on {where}{accel}.",
+        "Generated by 'clickmask export repository'; tensor contract in shared/DESIGN.md.",
+    ))
+    text += 'platform: "onnxruntime_onnx"\n'
+    text += f'default_model_filename: "{ONNX_FILE}"\n'
+    text += f"max_batch_size: {contract.max_batch_size}\n"
+    text += _io_block(contract.size)
+    text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us)
+    kind = "KIND_GPU" if gpu else "KIND_CPU"
+    text += f"instance_group [ {{ count: {instance_count}, kind: {kind} }} ]\n"
+    params = {"input_size": str(contract.size)}
+    if intra_op_threads:
+        params["intra_op_thread_count"] = str(intra_op_threads)
+    text += _parameters(params)
+    if tensorrt_fp16:
+        text += ("optimization { execution_accelerators {\n"
+                 "  gpu_execution_accelerator: [ {\n"
+                 '    name: "tensorrt"\n'
+                 '    parameters { key: "precision_mode" value: "FP16" }\n'
+                 f'    parameters {{ key: "max_workspace_size_bytes" value: "{workspace_bytes}" }}\n'
+                 '    parameters { key: "trt_engine_cache_enable" value: "1" }\n'
+                 "  } ]\n"
+                 "} }\n")
+    text += _warmup_block(contract.size, (1,))
+    return text
+
+
+def tensorrt_config(contract: Contract, *, opt_batch: int | None = None, instance_count: int = 1,
+                    cuda_graphs: bool = False, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> str:
+    """``tensorrt_plan`` on the GPU; ``contract.max_batch_size`` must be the profile's max.
+
+    The preferred batch sizes lie inside the engine's profile (they include ``opt_batch`` and
+    the max); warm-up runs batch 1 and the max so both ends of the profile are touched before
+    the model reports ready. ``cuda_graphs`` captures one graph per preferred size and batch 1
+    (Triton pads a batch up to the next captured size).
+    """
+    _check_count(instance_count)
+    preferred = preferred_batch_sizes(contract.max_batch_size, opt_batch)
+    text = _header(contract, (
+        "clickmask: TensorRT FP16 plan on the GPU (NGC Triton image).",
+        "Generated by 'clickmask export repository'; tensor contract in shared/DESIGN.md.",
+    ))
+    text += 'platform: "tensorrt_plan"\n'
+    text += f'default_model_filename: "{PLAN_FILE}"\n'
+    text += f"max_batch_size: {contract.max_batch_size}\n"
+    text += _io_block(contract.size)
+    text += _batching_block(preferred, queue_delay_us)
+    text += f"instance_group [ {{ count: {instance_count}, kind: KIND_GPU }} ]\n"
+    text += _parameters({"input_size": str(contract.size)})
+    if cuda_graphs:
+        specs = "".join(f"  graph_spec {{ batch_size: {b} }}\n" for b in sorted({1, *preferred}))
+        text += f"optimization {{ cuda {{\n  graphs: true\n{specs}}} }}\n"
+    warm = (1, contract.max_batch_size) if contract.max_batch_size > 1 else (1,)
+    text += _warmup_block(contract.size, warm)
+    return text
+
+
+def _check_count(instance_count: int) -> None:
+    if instance_count < 1:
+        raise ModelConfigError(f"instance count must be at least 1, got {instance_count}")
+
+
+# ------------------------------------------------------------------------- repository writer
+def onnx_input_size(onnx_path: pathlib.Path | str) -> int:
+    """S of an exported contract ONNX file (the last dimension of its ``image`` input)."""
+    import onnx  # noqa: PLC0415 - 'export' extra
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for tensor in model.graph.input:
+        if tensor.name == INPUTS[0][0]:
+            dims = [d.dim_value for d in tensor.type.tensor_type.shape.dim]
+            if len(dims) == 4 and dims[1] == 3 and dims[2] == dims[3] > 0:
+                return int(dims[3])
+            raise ModelConfigError(f"{onnx_path}: input 'image' has dims {dims}; expected [batch, 3, S, S]")
+    raise ModelConfigError(f"{onnx_path} has no input 'image'; export it with 'clickmask export onnx'")
+
+
+def read_plan_metadata(plan_path: pathlib.Path | str) -> dict | None:
+    """The ``<plan>.json`` written beside a plan by ``clickmask export tensorrt`` (None if absent)."""
+    meta = pathlib.Path(str(plan_path) + ".json")
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pathlib.Path | str,
+                     plan_path: pathlib.Path | str | None = None, max_batch_size: int | None = None,
+                     opt_batch: int | None = None, instance_count: int = 1, gpu: bool = False,
+                     tensorrt_fp16: bool = False, cuda_graphs: bool = False) -> pathlib.Path:
+    """Lay out ``OUTPUT/clickmask/{config.pbtxt, 1/...}`` for ``backend``; return the config path.
+
+    S always comes from the ONNX file. For ``tensorrt`` the plan's profile (read from the
+    ``<plan>.json`` that the builder writes) sets the default max batch and opt batch, and a
+    larger ``max_batch_size`` than the profile allows is refused.
+    """
+    if backend not in BACKENDS:
+        raise ModelConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    onnx_path = pathlib.Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ModelConfigError(f"ONNX file {onnx_path} not found; create it with 'clickmask export onnx'")
+    size = onnx_input_size(onnx_path)
+    model_dir = pathlib.Path(output) / MODEL_NAME
+    version_dir = model_dir / "1"
+
+    if backend == "tensorrt":
+        if plan_path is None or not pathlib.Path(plan_path).is_file():
+            raise ModelConfigError(f"--plan {plan_path} not found; build it with 'clickmask export tensorrt'")
+        meta = read_plan_metadata(plan_path) or {}
+        if meta and int(meta.get("size", size)) != size:
+            raise ModelConfigError(f"{plan_path} was built for S={meta['size']} but {onnx_path} has S={size}")
+        profile_max = int(meta.get("max_batch", max_batch_size or DEFAULT_MAX_BATCH_SIZE))
+        max_batch_size = max_batch_size or profile_max
+        if max_batch_size > profile_max:
+            raise ModelConfigError(f"max_batch_size {max_batch_size} exceeds the plan's profile max {profile_max}")
+        opt_batch = opt_batch or meta.get("opt_batch")
+        if opt_batch is not None:
+            opt_batch = min(int(opt_batch), max_batch_size)
+        text = tensorrt_config(Contract(size, max_batch_size), opt_batch=opt_batch,
+                               instance_count=instance_count, cuda_graphs=cuda_graphs)
+        files = {pathlib.Path(plan_path): version_dir / PLAN_FILE}
+    elif backend == "onnxruntime":
+        text = onnxruntime_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), gpu=gpu,
+                                  tensorrt_fp16=tensorrt_fp16, instance_count=instance_count)
+        files = {onnx_path: version_dir / ONNX_FILE}
+    else:
+        text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count)
+        files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
+
+    version_dir.mkdir(parents=True, exist_ok=True)
+    for source, target in files.items():
+        if source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+    config_path = model_dir / "config.pbtxt"
+    config_path.write_text(text)
+    LOGGER.info("wrote %s model repository at %s (S=%d)", backend, model_dir, size)
+    return config_path

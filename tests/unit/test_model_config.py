@@ -1,0 +1,188 @@
+"""Generated Triton model configurations: parse with Triton's own proto, keep the contract."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from clickmask.export.model_config import (
+    INPUTS,
+    OUTPUT,
+    Contract,
+    ModelConfigError,
+    onnx_input_size,
+    onnxruntime_config,
+    preferred_batch_sizes,
+    python_config,
+    tensorrt_config,
+    write_repository,
+)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+COMMITTED = REPO_ROOT / "model_repository" / "clickmask" / "config.pbtxt"
+SHIPPED_ONNX = REPO_ROOT / "model_repository" / "clickmask" / "1" / "model.onnx"
+
+
+def parse(text: str) -> pb.ModelConfig:
+    return text_format.Parse(text, pb.ModelConfig())
+
+
+def assert_contract(config: pb.ModelConfig, size: int, max_batch: int) -> None:
+    """What the client relies on: names, UINT8, [C,S,S] per request, batching, input_size."""
+    assert config.name == "clickmask"
+    assert config.max_batch_size == max_batch
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [
+        (name, pb.TYPE_UINT8, [c, size, size]) for name, c in INPUTS]
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
+        (OUTPUT[0], pb.TYPE_UINT8, [OUTPUT[1], size, size])]
+    assert config.parameters["input_size"].string_value == str(size)
+    assert config.HasField("dynamic_batching")
+    assert all(1 < b <= max_batch for b in config.dynamic_batching.preferred_batch_size)
+    assert config.model_warmup, "a warm-up keeps the first real click fast"
+    for warmup in config.model_warmup:
+        assert 1 <= warmup.batch_size <= max_batch
+        assert {k: list(v.dims) for k, v in warmup.inputs.items()} == {n: [c, size, size] for n, c in INPUTS}
+
+
+def test_python_config_reproduces_the_committed_embedded_default_byte_for_byte():
+    assert python_config(Contract(320)) == COMMITTED.read_text()
+
+
+@pytest.mark.parametrize("size", [256, 320, 448])
+def test_python_config_keeps_the_contract(size):
+    config = parse(python_config(Contract(size)))
+    assert_contract(config, size, 16)
+    assert config.backend == "python"
+    assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert config.parameters["onnx_file"].string_value == "model.onnx"
+
+
+def test_onnxruntime_cpu_config_is_the_ngc_onnxruntime_platform_on_cpu():
+    config = parse(onnxruntime_config(Contract(320), intra_op_threads=4))
+    assert_contract(config, 320, 16)
+    assert config.platform == "onnxruntime_onnx"
+    assert config.default_model_filename == "model.onnx"
+    assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert config.parameters["intra_op_thread_count"].string_value == "4"
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_onnxruntime_gpu_config_can_add_the_tensorrt_accelerator_in_fp16():
+    config = parse(onnxruntime_config(Contract(320), gpu=True, tensorrt_fp16=True, instance_count=2))
+    assert_contract(config, 320, 16)
+    group = config.instance_group[0]
+    assert (group.kind, group.count) == (pb.ModelInstanceGroup.KIND_GPU, 2)
+    (accel,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt"
+    assert accel.parameters["precision_mode"] == "FP16"
+
+
+def test_tensorrt_accelerator_without_a_gpu_is_refused():
+    with pytest.raises(ModelConfigError, match="needs a GPU"):
+        onnxruntime_config(Contract(320), tensorrt_fp16=True)
+
+
+def test_tensorrt_config_batches_within_the_engine_profile():
+    config = parse(tensorrt_config(Contract(320, max_batch_size=12), opt_batch=6, instance_count=2))
+    assert_contract(config, 320, 12)
+    assert config.platform == "tensorrt_plan"
+    assert config.default_model_filename == "model.plan"
+    assert (config.instance_group[0].kind, config.instance_group[0].count) == (pb.ModelInstanceGroup.KIND_GPU, 2)
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 6, 8, 12]
+    assert sorted(w.batch_size for w in config.model_warmup) == [1, 12]
+    assert not config.optimization.cuda.graphs
+
+
+def test_tensorrt_config_captures_cuda_graphs_for_batch_one_and_every_preferred_size():
+    config = parse(tensorrt_config(Contract(320), opt_batch=4, cuda_graphs=True))
+    assert config.optimization.cuda.graphs
+    assert [g.batch_size for g in config.optimization.cuda.graph_spec] == [1, 4, 8, 16]
+
+
+@pytest.mark.parametrize(("max_batch", "opt", "expected"), [
+    (16, None, (4, 8, 16)), (16, 4, (4, 8, 16)), (12, 6, (4, 6, 8, 12)), (1, None, (1,)), (2, 1, (2,)),
+])
+def test_preferred_batch_sizes_include_opt_and_max(max_batch, opt, expected):
+    assert preferred_batch_sizes(max_batch, opt) == expected
+
+
+def test_opt_batch_outside_the_profile_is_refused():
+    with pytest.raises(ModelConfigError, match="opt batch 32"):
+        preferred_batch_sizes(16, 32)
+
+
+@pytest.mark.parametrize("size", [0, 100, -32])
+def test_contract_refuses_sizes_that_are_not_multiples_of_32(size):
+    with pytest.raises(ModelConfigError, match="multiple of 32"):
+        Contract(size)
+
+
+# ----------------------------------------------------------------------------- repository
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> pathlib.Path:
+    """A contract-shaped ONNX graph (S=64) built with onnx.helper: no torch, milliseconds."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shapes = {name: ["batch", c, 64, 64] for name, c in INPUTS}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["prev_mask"], ["mask_prob"])], "tiny",
+        [helper.make_tensor_value_info(n, TensorProto.UINT8, s) for n, s in shapes.items()],
+        [helper.make_tensor_value_info("mask_prob", TensorProto.UINT8, ["batch", 1, 64, 64])])
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_onnx_input_size_reads_s_from_the_image_input(tiny_onnx):
+    assert onnx_input_size(tiny_onnx) == 64
+
+
+@pytest.mark.parametrize("backend", ["python", "onnxruntime"])
+def test_repository_writer_lays_out_a_model_with_s_from_the_onnx_file(backend, tiny_onnx, tmp_path):
+    config_path = write_repository(backend, tmp_path / "repo", onnx_path=tiny_onnx)
+    assert config_path == tmp_path / "repo" / "clickmask" / "config.pbtxt"
+    assert_contract(parse(config_path.read_text()), 64, 16)
+    assert (tmp_path / "repo" / "clickmask" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    assert (tmp_path / "repo" / "clickmask" / "1" / "model.py").is_file() == (backend == "python")
+
+
+def test_repository_writer_takes_the_tensorrt_profile_from_the_plan_metadata(tiny_onnx, tmp_path):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"not a real engine")
+    (tmp_path / "model.plan.json").write_text('{"size": 64, "opt_batch": 2, "max_batch": 8}')
+    config_path = write_repository("tensorrt", tmp_path / "repo", onnx_path=tiny_onnx, plan_path=plan,
+                                   cuda_graphs=True)
+    config = parse(config_path.read_text())
+    assert_contract(config, 64, 8)
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 4, 8]
+    assert (tmp_path / "repo" / "clickmask" / "1" / "model.plan").read_bytes() == b"not a real engine"
+    with pytest.raises(ModelConfigError, match="exceeds the plan's profile max 8"):
+        write_repository("tensorrt", tmp_path / "repo2", onnx_path=tiny_onnx, plan_path=plan, max_batch_size=16)
+
+
+def test_repository_writer_refuses_a_plan_built_for_another_size(tiny_onnx, tmp_path):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"x")
+    (tmp_path / "model.plan.json").write_text('{"size": 320, "opt_batch": 4, "max_batch": 16}')
+    with pytest.raises(ModelConfigError, match="S=320"):
+        write_repository("tensorrt", tmp_path / "repo", onnx_path=tiny_onnx, plan_path=plan)
+
+
+def test_repository_writer_needs_the_plan_for_tensorrt(tiny_onnx, tmp_path):
+    with pytest.raises(ModelConfigError, match="clickmask export tensorrt"):
+        write_repository("tensorrt", tmp_path / "repo", onnx_path=tiny_onnx)
+
+
+def test_repository_cli_writes_the_onnxruntime_repository(tiny_onnx, tmp_path, capsys):
+    from clickmask.cli import main
+
+    assert main(["export", "repository", "--backend", "onnxruntime", "--gpu", "--tensorrt-fp16",
+                 "--onnx", str(tiny_onnx), "--output", str(tmp_path / "repo")]) == 0
+    config = parse((tmp_path / "repo" / "clickmask" / "config.pbtxt").read_text())
+    assert config.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    assert main(["export", "repository", "--backend", "onnxruntime", "--tensorrt-fp16",
+                 "--onnx", str(tiny_onnx), "--output", str(tmp_path / "repo2")]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
