@@ -6,11 +6,17 @@ Anything else (training hyper-parameters, validation scores) is recorded as give
 
 Weights may be stored in float16 to keep the committed checkpoint small; they are loaded back
 as float32.
+
+Official RITM checkpoints (``torch.save({'state_dict': ..., 'config': ...})`` where ``config``
+is RITM's own ``{'class': ..., 'params': {...}}``) load too: :func:`load_checkpoint` recognises
+them and calls :func:`load_ritm_checkpoint`, which picks the HRNet variant from the tensor
+shapes (see :mod:`clickmask.export.ritm_model`).
 """
 
 from __future__ import annotations
 
 import inspect
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,10 @@ import torch
 from torch import nn
 
 from .networks import NETWORKS, build_network
+from .ritm_model import (RITM_VARIANTS, RITMFormatError, check_ritm_config, infer_ritm_variant, is_ritm_checkpoint,
+                         ritm_params, ritm_variant_name)
+
+DEFAULT_INPUT_SIZE = 320
 
 
 class CheckpointError(ValueError):
@@ -57,23 +67,36 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain Python values, which are "
+                              f"not loaded (weights_only=True): {exc}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a clickmask checkpoint: expected a dict with "
                               f"'state_dict' and 'config'")
     return ckpt
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    network: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Build the network named in the checkpoint and load its weights strictly.
+
+    An official RITM checkpoint is recognised and loaded by :func:`load_ritm_checkpoint`.
+    ``network``, when given, is the registry name the caller expects; a file holding another
+    network raises :class:`CheckpointError`.
 
     Returns ``(net, config)``; the net is in eval mode, float32, on ``map_location``.
     """
     ckpt = read_checkpoint(path, map_location)
+    if is_ritm_checkpoint(ckpt):
+        return _load_ritm(Path(path), ckpt, network, map_location)
     config = dict(ckpt["config"])
     name = config.get("network")
     if name not in NETWORKS:
         raise CheckpointError(f"{path}: config names network {name!r}; known networks: {sorted(NETWORKS)}")
+    if network is not None and network != name:
+        raise CheckpointError(f"{path}: the checkpoint holds {name}, not {network}")
     kwargs = dict(config.get("network_kwargs") or {})
     if "pretrained_encoder" in inspect.signature(NETWORKS[name]).parameters:
         kwargs["pretrained_encoder"] = False  # every weight comes from the checkpoint
@@ -81,4 +104,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     net.load_state_dict(state, strict=True)
     net.to(map_location).eval()
+    return net, config
+
+
+def load_ritm_checkpoint(path: str | Path, network: str | None = None,
+                         map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load an official RITM HRNet-OCR checkpoint strictly into a ``ritm-hrnet*`` network.
+
+    Args:
+        path: RITM's ``.pth`` file, ``{'state_dict': ..., 'config': {'class': ..., 'params': ...}}``.
+        network: the registry name to load into; by default it is inferred from the tensor
+            shapes (width 18/32, OCR width 48/64/128, 2 or 4 blocks) and must agree with the
+            file's own ``params`` where those name width, ocr_width and small.
+        map_location: device of the returned net.
+
+    Returns:
+        ``(net, config)``: the net in eval mode, float32; ``config`` is a clickmask config
+        (``network``, ``input_size`` 320, ``source: 'ritm'``) with RITM's own under ``ritm_config``.
+    """
+    return _load_ritm(Path(path), read_checkpoint(path, map_location), network, map_location)
+
+
+def _load_ritm(path: Path, ckpt: dict[str, Any], network: str | None,
+               map_location: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    state = ckpt["state_dict"]
+    ritm_config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    params = ritm_params(ritm_config)
+    try:
+        kwargs = check_ritm_config(params, state)
+        width, ocr_width, small = infer_ritm_variant(state)
+        for key, found in (("width", width), ("ocr_width", ocr_width), ("small", small)):
+            if key in params and params[key] != found:
+                raise RITMFormatError(f"config says {key}={params[key]!r} but the weights have {key}={found!r}")
+        inferred = ritm_variant_name(width, ocr_width, small)
+    except RITMFormatError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if network is not None and network != inferred:
+        if network not in RITM_VARIANTS:
+            raise CheckpointError(f"{path}: {network!r} is not a RITM network; choose one of {sorted(RITM_VARIANTS)}")
+        raise CheckpointError(f"{path}: the weights are {inferred}, not {network}")
+    net = build_network(inferred, **kwargs)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        net.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not load strictly into {inferred}: {exc}") from None
+    net.to(map_location).eval()
+    config = {"network": inferred, "input_size": DEFAULT_INPUT_SIZE, "network_kwargs": kwargs, "source": "ritm",
+              "ritm_config": ritm_config}
     return net, config

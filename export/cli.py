@@ -14,6 +14,7 @@ import sys
 import typing
 from pathlib import Path
 
+from .network_names import NETWORK_NAMES
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         description="Export to ONNX (fixed size S, dynamic batch) and compare ONNX Runtime with torch. "
                     "Without --checkpoint the network gets the ImageNet encoder and a seeded random "
                     "decoder (a placeholder until a trained checkpoint exists).")
-    onnx_p.add_argument("--network", default=DEFAULT_NETWORK,
-                        help="registered network name when no checkpoint is given (default: %(default)s)")
-    onnx_p.add_argument("--checkpoint", type=Path, default=None, help="trained checkpoint (.pt)")
+    onnx_p.add_argument("--network", default=None, choices=NETWORK_NAMES,
+                        help=f"registered network (default: the checkpoint's, else {DEFAULT_NETWORK}); "
+                             "with --checkpoint, the network the file must hold")
+    onnx_p.add_argument("--checkpoint", type=Path, default=None,
+                        help="trained checkpoint (.pt): clickmask's, or an official RITM HRNet-OCR .pth")
     onnx_p.add_argument("--size", type=int, default=None,
                         help="input size S (default: the checkpoint's input_size, else 320)")
     onnx_p.add_argument("--output", type=Path, default=Path(DEFAULT_ONNX_OUTPUT), help="default: %(default)s")
@@ -60,14 +63,17 @@ def _cmd_export_onnx(args) -> int:
 
     try:
         if args.checkpoint is not None:
-            net, config = load_checkpoint(args.checkpoint)
+            net, config = load_checkpoint(args.checkpoint, network=args.network)
             size = args.size or int(config.get("input_size", 320))
             source = f"checkpoint {args.checkpoint} ({config['network']})"
         else:
+            network = args.network or DEFAULT_NETWORK
             torch.manual_seed(args.seed)
-            net = build_network(args.network)
+            net = build_network(network)
             size = args.size or 320
-            source = f"{args.network} with ImageNet encoder and random decoder (seed {args.seed})"
+            weights = ("random weights" if network.startswith("ritm-")
+                       else "ImageNet encoder and random decoder")
+            source = f"{network} with {weights} (seed {args.seed})"
         report = export_onnx(net, args.output, size=size, opset=args.opset, check=not args.no_check)
     except (CheckpointError, ParityError, ValueError) as exc:
         print(f"clickmask export onnx: error: {exc}", file=sys.stderr)
@@ -240,6 +246,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(tp) is tuple:
             p.add_argument(flag, nargs="+", **kw)
+        elif f.name == "network":
+            p.add_argument(flag, type=tp, choices=NETWORK_NAMES, **kw)
         else:
             p.add_argument(flag, type=tp, **kw)
     p.set_defaults(func=_cmd_train)

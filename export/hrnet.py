@@ -17,6 +17,7 @@ Shapes, for an input ``[B, 3, H, W]`` with H and W multiples of 32::
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -27,9 +28,41 @@ STEM_CHANNELS = 64
 LAYER1_PLANES = 64
 
 
+def _ints(values: Sequence[int]) -> tuple[int, ...]:
+    """Sizes as Python ints. Under ONNX tracing they become constants on purpose: S is fixed
+    per deployment (only the batch axis is dynamic), and constants keep the graph static."""
+    if not torch.jit.is_tracing():
+        return tuple(int(v) for v in values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return tuple(int(v) for v in values)
+
+
+def _flatten_hw(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H*W] with a constant target shape (batch left as -1)."""
+    c, h, w = _ints(x.shape[1:])
+    return x.reshape(-1, c, h * w)
+
+
+def upsample_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of ``x`` to ``size`` (rows, cols), ``align_corners=True`` as RITM.
+
+    With ``align_corners=True`` the sampling grid depends only on the input and output sizes,
+    so when ``size`` is an integer multiple of ``x``'s size a constant ``scale_factor`` gives the
+    same values; it also keeps the exported ONNX graph static (no Shape arithmetic), which is
+    the case at every multiple-of-32 input size. Other sizes fall back to ``size=``.
+    """
+    h, w = _ints(size)
+    hx, wx = _ints(x.shape[-2:])
+    if h % hx == 0 and w % wx == 0 and h // hx == w // wx:
+        if h == hx:
+            return x
+        return F.interpolate(x, scale_factor=float(h // hx), mode="bilinear", align_corners=True)
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=True)
+
+
 def _upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Bilinear resize of ``x`` to ``like``'s spatial size (RITM: ``align_corners=True``)."""
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+    return upsample_to(x, like.shape[-2:])
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
@@ -145,8 +178,8 @@ class SpatialGather(nn.Module):
     """OCR step 1: one context vector per class, the feature average weighted by softmax(logits) over pixels."""
 
     def forward(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(logits.flatten(2), dim=2)                # [B, K, HW]
-        context = torch.matmul(probs, feats.flatten(2).transpose(1, 2))  # [B, K, C]
+        probs = F.softmax(_flatten_hw(logits), dim=2)              # [B, K, HW]
+        context = torch.matmul(probs, _flatten_hw(feats).transpose(1, 2))  # [B, K, C]
         return context.transpose(1, 2).unsqueeze(3)                # [B, C, K, 1]
 
 
@@ -170,12 +203,13 @@ class ObjectAttentionBlock(nn.Module):
         self.f_up = nn.Sequential(*_conv_bn_relu_nested(key_channels, in_channels))
 
     def forward(self, x: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
-        query = self.f_pixel(x).flatten(2).transpose(1, 2)        # [B, HW, Ck]
-        key = self.f_object(proxy).flatten(2)                      # [B, Ck, K]
-        value = self.f_down(proxy).flatten(2).transpose(1, 2)      # [B, K, Ck]
+        query = _flatten_hw(self.f_pixel(x)).transpose(1, 2)      # [B, HW, Ck]
+        key = _flatten_hw(self.f_object(proxy))                    # [B, Ck, K]
+        value = _flatten_hw(self.f_down(proxy)).transpose(1, 2)    # [B, K, Ck]
         sim = F.softmax((self.key_channels ** -0.5) * torch.matmul(query, key), dim=-1)  # [B, HW, K]
         context = torch.matmul(sim, value).transpose(1, 2)         # [B, Ck, HW]
-        context = context.reshape(x.shape[0], self.key_channels, x.shape[2], x.shape[3])
+        h, w = _ints(x.shape[-2:])
+        context = context.reshape(-1, self.key_channels, h, w)
         return self.f_up(context)
 
 

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .hrnet import HighResolutionNet
+from .hrnet import HighResolutionNet, upsample_to
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,10 +99,7 @@ class RITMHRNetModel(nn.Module):
         coord_features = self.maps_transform(torch.cat((prev_mask, clicks), dim=1))
         logits, aux = self.feature_extractor(x, coord_features)
         size = image.shape[-2:]
-        return {
-            "instances": F.interpolate(logits, size=size, mode="bilinear", align_corners=True),
-            "instances_aux": F.interpolate(aux, size=size, mode="bilinear", align_corners=True),
-        }
+        return {"instances": upsample_to(logits, size), "instances_aux": upsample_to(aux, size)}
 
 
 def _build_ritm_hrnet(variant: str, **kwargs: Any) -> RITMHRNetModel:
