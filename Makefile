@@ -16,12 +16,16 @@ help:
 	@echo "make test    set up, build the ONNX model and run every test"
 	@echo "make unit    unit tests only (no server)"
 
-## System packages the embedded Triton server needs (Debian/Ubuntu).
+## System packages the embedded Triton server and the Prometheus tests need (Debian/Ubuntu).
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then \
 	  echo ">> installing libpython3.11 (Triton's Python-backend stub links it)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11; \
+	fi
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  echo ">> installing prometheus + promtool (alert-rule tests, Prometheus-backed integration test)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 

@@ -28,7 +28,14 @@ from tritonclient.utils import InferenceServerException
 
 from ._model_info import CONTRACT_INPUTS, ModelInfo, TensorSpec, check_inputs, parse_model_info
 from ._validate import check_rgb_image
-from .errors import ClickmaskError, InferenceError, InvalidInputError, ServerUnavailableError, translate_grpc_error
+from .errors import (
+    ClickmaskError,
+    InferenceError,
+    InvalidInputError,
+    ServerUnavailableError,
+    _status_name,
+    translate_grpc_error,
+)
 from .metrics import ClientMetrics
 from .session import AsyncSession, Session
 
@@ -68,9 +75,18 @@ class _ClientBase:
         self.retries = retries
         self.backoff_s = float(backoff_s)
         self._metrics = metrics
+        if metrics is not None:
+            metrics.initialize(model_name)
         self._info: ModelInfo | None = None
 
+    @property
+    def metrics(self) -> ClientMetrics | None:
+        """The client metrics this client (and its sessions) record into, or None."""
+        return self._metrics
+
     def _translate(self, error: BaseException) -> ClickmaskError:
+        if self._metrics is not None:
+            self._metrics.observe_grpc_error(self.model_name, _status_name(error))
         return translate_grpc_error(error, model_name=self.model_name, url=self.url)
 
     def _should_retry(self, error: ClickmaskError, attempt: int) -> float | None:
@@ -83,13 +99,19 @@ class _ClientBase:
             self._metrics.retries.labels(self.model_name).inc()
         return delay
 
-    def _record(self, started: float, error: BaseException | None) -> None:
+    def _record(
+        self, started: float, error: BaseException | None, batch: dict[str, np.ndarray] | None = None,
+        output: np.ndarray | None = None,
+    ) -> None:
         if self._metrics is None:
             return
         outcome = "ok" if error is None else "error"
         self._metrics.request_seconds.labels(self.model_name, outcome).observe(time.perf_counter() - started)
         if error is not None:
             self._metrics.errors.labels(self.model_name, type(error).__name__).inc()
+        elif batch is not None and output is not None:
+            sent = sum(array.nbytes for array in batch.values())
+            self._metrics.observe_bytes(self.model_name, sent=sent, received=output.nbytes)
 
     def _make_request(self, module: Any, info: ModelInfo, batch: dict[str, np.ndarray]):
         inputs = []
@@ -224,7 +246,7 @@ class Client(_ClientBase):
         except ClickmaskError as error:
             self._record(started, error)
             raise
-        self._record(started, None)
+        self._record(started, None, batch, array)
         return array
 
     def session(self, image: np.ndarray, **options: Any) -> Session:
@@ -334,7 +356,7 @@ class AsyncClient(_ClientBase):
         except ClickmaskError as error:
             self._record(started, error)
             raise
-        self._record(started, None)
+        self._record(started, None, batch, array)
         return array
 
     async def session(self, image: np.ndarray, **options: Any) -> AsyncSession:

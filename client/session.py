@@ -156,6 +156,7 @@ class _SessionCore:
         return tuple(s.record for s in self._states[1:] if s.record is not None)
 
     def _prepare(self, x: float, y: float, positive: bool) -> _Pending:
+        timestamp, started = time.time(), time.perf_counter()
         height, width = self._image.shape[:2]
         click = Click(
             x=check_coordinate(x, "x", width),
@@ -174,7 +175,7 @@ class _SessionCore:
                 crop = roi  # type: ignore[assignment]
         transform = CropTransform(*crop, size=self._size)
         inputs = encode_inputs(self._image, clicks, state.prob, transform)
-        return _Pending(click, clicks, roi, transform, inputs, time.time(), time.perf_counter())
+        return _Pending(click, clicks, roi, transform, inputs, timestamp, started)
 
     def _finish(self, output: np.ndarray, pending: _Pending) -> Mask:
         click, clicks, transform = pending.click, pending.clicks, pending.transform
@@ -211,6 +212,17 @@ class _SessionCore:
         )
         return mask
 
+    def _observe(self, predictor: object, pending: _Pending, sent: float, received: float) -> None:
+        """Record the click in the predictor's client metrics, if it has any."""
+        metrics = getattr(predictor, "metrics", None)
+        if metrics is None:
+            return
+        done = time.perf_counter()
+        metrics.observe_click(
+            getattr(predictor, "model_name", ""),
+            total_s=done - pending.started, encode_s=sent - pending.started, decode_s=done - received,
+        )
+
     def _undo(self) -> Mask | None:
         if len(self._states) == 1:
             logger.debug("undo with no clicks: nothing to do")
@@ -240,6 +252,10 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
+
+    When the predictor has a ``metrics`` attribute that is not None (a ``Client`` made with
+    ``metrics=ClientMetrics(...)``), every successful click is recorded there: its latency,
+    encoding and decoding time.
     """
 
     def __init__(self, predictor: Predictor, image: np.ndarray, **options) -> None:
@@ -256,8 +272,12 @@ class Session(_SessionCore):
         """
         with self._lock:
             pending = self._prepare(x, y, positive)
+            sent = time.perf_counter()
             output = self._predictor.infer(pending.inputs)
-            return self._finish(output, pending)
+            received = time.perf_counter()
+            mask = self._finish(output, pending)
+            self._observe(self._predictor, pending, sent, received)
+            return mask
 
     def undo(self) -> Mask | None:
         """Drop the last click and restore the state after the one before it.
@@ -286,8 +306,12 @@ class AsyncSession(_SessionCore):
         """Add a click at pixel ``(x, y)``; see :meth:`Session.click`."""
         async with self._lock:
             pending = self._prepare(x, y, positive)
+            sent = time.perf_counter()
             output = await self._predictor.infer(pending.inputs)
-            return self._finish(output, pending)
+            received = time.perf_counter()
+            mask = self._finish(output, pending)
+            self._observe(self._predictor, pending, sent, received)
+            return mask
 
     async def undo(self) -> Mask | None:
         """Drop the last click; see :meth:`Session.undo`."""
