@@ -277,3 +277,24 @@ def test_fp16_engine_matches_onnx_runtime_on_grabcut(tmp_path, grabcut_dir):
     batch = te.timing_inputs(6, 320)  # more than the profile max: split into chunks
     assert engine(batch).shape == (6, 1, 320, 320)
     assert te.summarize_timings(4, engine.time_compute(4, warmup=2, iterations=5), kind="gpu").iterations == 5
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ritm_hrnet18s_ocr_attention_is_exactly_what_gets_pinned(tmp_path):
+    """The real RITM HRNet18s-OCR graph: the spatial gather and object attention, nothing else."""
+    torch = pytest.importorskip("torch")
+    import onnx
+
+    from clickmask.export.networks import NETWORKS, build_network
+    from clickmask.export.onnx_export import export_onnx
+
+    if "ritm-hrnet18s" not in NETWORKS:
+        pytest.skip("ritm-hrnet18s is not registered")
+    torch.manual_seed(0)
+    path = tmp_path / "hrnet18s.onnx"
+    export_onnx(build_network("ritm-hrnet18s"), path, size=64, check=False)
+    pinned = te.fp32_onnx_nodes(onnx.load(str(path)))
+    assert sorted((p.name.rsplit("/", 2)[-2], p.op) for p in pinned) == [
+        ("object_context_block", "MatMul"), ("object_context_block", "MatMul"), ("object_context_block", "Softmax"),
+        ("ocr_gather_head", "MatMul"), ("ocr_gather_head", "Softmax")]
