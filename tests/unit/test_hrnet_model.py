@@ -118,3 +118,19 @@ def test_client_disks_are_ritms_disks_of_radius_5():
     neg = _ritm_disks([(41, 40)], size, 5)
     np.testing.assert_array_equal(enc[0].astype(bool), pos)
     np.testing.assert_array_equal(enc[1].astype(bool), neg)
+
+
+# File sizes of the official checkpoints as RITM's README lists them (MiB, rounded by GitHub):
+# coco_lvis_h18s_itermask.pth 16.5, coco_lvis_h18_itermask.pth 38.8, coco_lvis_h32_itermask.pth 119.
+PUBLISHED_FILE_MIB = {"ritm-hrnet18s": 16.5, "ritm-hrnet18": 38.8, "ritm-hrnet32": 119.0}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tensor_bytes_fit_the_published_checkpoint_file_size(variant):
+    # A plausibility check independent of RITM's code: float32 tensors plus under 1 MiB of
+    # pickle overhead (names, config) make up each published file; another width, OCR width or
+    # block count would be megabytes off.
+    state = build_network(variant).state_dict()
+    mib = sum(t.numel() * t.element_size() for t in state.values()) / 2 ** 20
+    published = PUBLISHED_FILE_MIB[variant]
+    assert published - 1.0 < mib <= published + 0.05
