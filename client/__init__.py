@@ -38,6 +38,8 @@ from .errors import (
     InferenceError,
     InvalidInputError,
     ModelNotReadyError,
+    PermissionDeniedError,
+    ServerOverloadedError,
     ServerUnavailableError,
 )
 from .mask import Mask
@@ -75,6 +77,8 @@ __all__ = [
     "ClickmaskError",
     "InvalidInputError",
     "ServerUnavailableError",
+    "ServerOverloadedError",
+    "PermissionDeniedError",
     "DeadlineExceededError",
     "ModelNotReadyError",
     "InferenceError",

@@ -67,10 +67,19 @@ def parse_model_info(metadata: Any, config_response: Any) -> ModelInfo:
         metadata: ``ModelMetadataResponse`` (``get_model_metadata(..., as_json=False)``).
         config_response: ``ModelConfigResponse`` or a ``ModelConfig``.
 
+    ``config_response`` may be None when the server restricts the model-config API: S then
+    comes from the image dims, the batch dim from a leading -1, and ``max_batch_size`` is
+    reported as 0 (unknown; the server still enforces its own).
+
     Raises InferenceError when the model does not follow the clickmask tensor contract.
     """
-    config = getattr(config_response, "config", config_response)
-    batched = int(config.max_batch_size) > 0
+    if config_response is None:
+        image = next((t for t in metadata.inputs if t.name == "image"), None)
+        batched = image is not None and len(image.shape) == 4 and int(image.shape[0]) == -1
+        config = _NoConfig()
+    else:
+        config = getattr(config_response, "config", config_response)
+        batched = int(config.max_batch_size) > 0
 
     def spec(tensor: Any) -> TensorSpec:
         shape = tuple(int(d) for d in tensor.shape)
@@ -108,6 +117,13 @@ def parse_model_info(metadata: Any, config_response: Any) -> ModelInfo:
     if output.datatype != "UINT8":
         raise InferenceError(f"{where} output {output.name!r} is {output.datatype}, the contract says UINT8")
     return info
+
+
+class _NoConfig:
+    """Stands in for a model config the server would not show."""
+
+    max_batch_size = 0
+    parameters: dict[str, Any] = {}
 
 
 def _input_size(config: Any, inputs: tuple[TensorSpec, ...]) -> int:

@@ -17,19 +17,43 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__}"
 
 
-def check_rgb_image(image: Any, name: str = "image") -> np.ndarray:
-    """Return ``image`` if it is an HxWx3 uint8 array, else raise InvalidInputError."""
-    if (
-        not isinstance(image, np.ndarray)
-        or image.dtype != np.uint8
-        or image.ndim != 3
-        or image.shape[2] != 3
-        or image.shape[0] < 1
-        or image.shape[1] < 1
-    ):
+#: Largest image a session accepts (64 megapixels, e.g. 8192 x 8192). Memory per click grows
+#: with the pixel count (the full-resolution probability is kept for undo), so bigger images
+#: should be downscaled (or tiled) by the caller.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def check_rgb_image(image: Any, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Return ``image`` if it is an HxWx3 uint8 array, else raise InvalidInputError.
+
+    The library takes exactly one image format and converts nothing silently; each refusal
+    names the conversion that fixes it (grayscale, RGBA, 16-bit and float images are common).
+    ``max_pixels`` bounds H*W (None: no bound).
+    """
+    fix = None
+    if not isinstance(image, np.ndarray):
+        fix = "convert with np.asarray(pil_image.convert('RGB'))"
+    elif image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        fix = "a grayscale image: expand it with np.repeat(gray.reshape(h, w, 1), 3, axis=2)"
+    elif image.ndim == 3 and image.shape[2] == 4:
+        fix = "an RGBA image: drop the alpha channel with image[..., :3]"
+    elif image.ndim != 3 or image.shape[2] != 3:
+        fix = "convert with np.asarray(pil_image.convert('RGB')) or cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)"
+    elif image.dtype == np.uint16:
+        fix = "a 16-bit image: scale it to 8 bits, e.g. (image >> 8).astype(np.uint8)"
+    elif np.issubdtype(image.dtype, np.floating):
+        fix = "a float image: np.clip(image * 255, 0, 255).astype(np.uint8) if it holds [0, 1] (NaN and inf are refused)"
+    elif image.dtype != np.uint8:
+        fix = "convert it to uint8 RGB"
+    elif image.shape[0] < 1 or image.shape[1] < 1:
+        fix = "it has no pixels"
+    if fix is not None:
+        raise InvalidInputError(f"expected {name} as an HxWx3 uint8 RGB array, got {describe(image)}; {fix}")
+    pixels = image.shape[0] * image.shape[1]
+    if max_pixels is not None and pixels > max_pixels:
         raise InvalidInputError(
-            f"expected {name} as an HxWx3 uint8 RGB array, got {describe(image)}; "
-            "convert with np.asarray(pil_image.convert('RGB')) or cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)"
+            f"{name} of {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {max_pixels / 1e6:.0f} "
+            "megapixels; downscale it (cv2.resize with INTER_AREA) or raise max_image_pixels"
         )
     return image
 

@@ -12,6 +12,8 @@ __all__ = [
     "ClickmaskError",
     "InvalidInputError",
     "ServerUnavailableError",
+    "ServerOverloadedError",
+    "PermissionDeniedError",
     "DeadlineExceededError",
     "ModelNotReadyError",
     "InferenceError",
@@ -29,6 +31,20 @@ class InvalidInputError(ClickmaskError, ValueError):
 
 class ServerUnavailableError(ClickmaskError):
     """The server could not be reached (gRPC UNAVAILABLE), after the configured retries."""
+
+
+class ServerOverloadedError(ServerUnavailableError):
+    """The server refused the request because its queue is full or the request waited too long.
+
+    Triton answers UNAVAILABLE ("Exceeds maximum queue size", "Request timeout expired") when
+    the model's queue policy rejects a request. The client retries it like any UNAVAILABLE,
+    with jittered backoff and within the call's deadline, so a burst is spread out instead of
+    coming straight back.
+    """
+
+
+class PermissionDeniedError(ClickmaskError, PermissionError):
+    """The server refused an API that is restricted to holders of the admin key (never retried)."""
 
 
 class DeadlineExceededError(ClickmaskError, TimeoutError):
@@ -52,6 +68,14 @@ _MODEL_NOT_READY_PHRASES = (
     "is not loaded",
     "unavailable model",
 )
+
+
+# Triton's queue policy (max_queue_size, default_timeout_microseconds with REJECT).
+_OVERLOAD_PHRASES = ("exceeds maximum queue size", "request timeout expired")
+# The Python backend's stub process died; Triton 2.51 does not restart it by itself.
+_BACKEND_CRASH_PHRASES = ("stub process", "not healthy")
+# --grpc-restricted-protocol answers UNAVAILABLE with this message; it is no outage.
+_RESTRICTED_PHRASES = ("protocol is restricted",)
 
 
 def _status_name(error: BaseException) -> str:
@@ -89,7 +113,9 @@ def translate_grpc_error(error: BaseException, *, model_name: str = "", url: str
     """Map a gRPC/tritonclient error to the matching :class:`ClickmaskError` subclass.
 
     The caller raises the result ``from error``. Mapping: UNAVAILABLE ->
-    :class:`ServerUnavailableError`, DEADLINE_EXCEEDED -> :class:`DeadlineExceededError`,
+    :class:`ServerUnavailableError` (:class:`ServerOverloadedError` for a queue-policy rejection;
+    a crashed Python-backend stub counts as unavailable too), a restricted API ->
+    :class:`PermissionDeniedError`, DEADLINE_EXCEEDED -> :class:`DeadlineExceededError`,
     NOT_FOUND or a "model not ready / unknown model" message -> :class:`ModelNotReadyError`,
     anything else (INVALID_ARGUMENT, INTERNAL, ...) -> :class:`InferenceError`.
     """
@@ -98,8 +124,20 @@ def translate_grpc_error(error: BaseException, *, model_name: str = "", url: str
     where = f" (model {model_name!r} at {url})" if model_name or url else ""
     text = f"{status or type(error).__name__}: {message}{where}"
     lowered = message.lower()
+    if status in ("PERMISSION_DENIED", "UNAUTHENTICATED") or any(p in lowered for p in _RESTRICTED_PHRASES):
+        return PermissionDeniedError(
+            text + "; this API is restricted to the admin key: pass headers={'triton-grpc-protocol-"
+            "<key name>': '<key>'} to the client, or ask the operator"
+        )
     if status == "DEADLINE_EXCEEDED":
         return DeadlineExceededError(text + "; raise timeout_s if the server is just slow")
+    if status in ("UNAVAILABLE", "RESOURCE_EXHAUSTED") and any(p in lowered for p in _OVERLOAD_PHRASES):
+        return ServerOverloadedError(text + "; the server is past capacity: retry later or add replicas")
+    if all(p in lowered for p in _BACKEND_CRASH_PHRASES):
+        return ServerUnavailableError(
+            text + "; the model's backend process died: the server must be restarted "
+            "('clickmask serve' does it by itself)"
+        )
     if status == "NOT_FOUND" or any(phrase in lowered for phrase in _MODEL_NOT_READY_PHRASES):
         return ModelNotReadyError(text + "; check the model name and that the server loaded it")
     if status == "UNAVAILABLE":

@@ -2,8 +2,11 @@
 
 Both learn the network size S and the tensor names/dtypes from the server (model metadata
 and the ``input_size`` parameter of the model config), validate inputs before sending,
-put a deadline on every request, retry with exponential backoff on UNAVAILABLE only, and
-translate gRPC errors into :mod:`clickmask.client.errors` (raised ``from`` the original).
+put a deadline on every call (``timeout_s``, retries included), retry with jittered
+exponential backoff on UNAVAILABLE only (server down, restarting, queue full, crashed backend
+process) while the deadline allows, and translate gRPC errors into
+:mod:`clickmask.client.errors` (raised ``from`` the original). ``ssl=True`` talks gRPC over
+TLS; ``headers`` go with every call (the admin key of a locked-down server, for example).
 
 Example::
 
@@ -16,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -32,6 +36,7 @@ from .errors import (
     ClickmaskError,
     InferenceError,
     InvalidInputError,
+    PermissionDeniedError,
     ServerUnavailableError,
     _status_name,
     translate_grpc_error,
@@ -46,6 +51,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_URL = "127.0.0.1:8001"
 DEFAULT_MODEL_NAME = "clickmask"
 _GRPC_ERRORS = (InferenceServerException, grpc.RpcError)
+#: A retry is not started when less than this is left of the call's deadline.
+_MIN_ATTEMPT_S = 0.05
 T = TypeVar("T")
 
 
@@ -60,6 +67,8 @@ class _ClientBase:
         retries: int,
         backoff_s: float,
         metrics: ClientMetrics | None,
+        jitter: float = 0.5,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url or "://" in url:
             raise InvalidInputError(f"expected url as 'host:port' (no scheme), got {url!r}")
@@ -69,11 +78,19 @@ class _ClientBase:
             raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
         if not backoff_s >= 0:
             raise InvalidInputError(f"backoff_s must be >= 0 seconds, got {backoff_s}")
+        if not 0 <= jitter <= 1:
+            raise InvalidInputError(f"jitter must lie in [0, 1] (a fraction of the delay), got {jitter}")
+        if headers is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise InvalidInputError("headers must map str to str, e.g. {'triton-grpc-protocol-<name>': '<key>'}")
         self.url = url
         self.model_name = model_name
         self.timeout_s = float(timeout_s)
         self.retries = retries
         self.backoff_s = float(backoff_s)
+        self.jitter = float(jitter)
+        # Only sent when given, so that servers and test doubles without headers work alike.
+        self._kwargs: dict[str, Any] = {"headers": dict(headers)} if headers else {}
+        self._random = random.Random()
         self._metrics = metrics
         if metrics is not None:
             metrics.initialize(model_name)
@@ -89,11 +106,21 @@ class _ClientBase:
             self._metrics.observe_grpc_error(self.model_name, _status_name(error))
         return translate_grpc_error(error, model_name=self.model_name, url=self.url)
 
-    def _should_retry(self, error: ClickmaskError, attempt: int) -> float | None:
-        """Seconds to wait before retrying, or None to give up."""
+    def _should_retry(self, error: ClickmaskError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before retrying, or None to give up.
+
+        Only :class:`ServerUnavailableError` (and its :class:`ServerOverloadedError`) is
+        retried. The delay is ``backoff_s * 2**attempt``, shortened by a random fraction of up
+        to ``jitter`` so that clients rejected together do not come back together. No retry
+        starts when it could not get ``_MIN_ATTEMPT_S`` before ``deadline``.
+        """
         if not isinstance(error, ServerUnavailableError) or attempt >= self.retries:
             return None
-        delay = self.backoff_s * (2**attempt)
+        delay = self.backoff_s * (2**attempt) * (1.0 - self.jitter * self._random.random())
+        left = deadline - time.monotonic()
+        if delay + _MIN_ATTEMPT_S > left:
+            logger.warning("%s; no retry: %.2f s left of the %.1f s deadline", error, max(left, 0.0), self.timeout_s)
+            return None
         logger.warning("%s; retry %d/%d in %.2f s", error, attempt + 1, self.retries, delay)
         if self._metrics is not None:
             self._metrics.retries.labels(self.model_name).inc()
@@ -152,10 +179,16 @@ class Client(_ClientBase):
     Args:
         url: ``host:port`` of Triton's gRPC endpoint.
         model_name: the model to call.
-        timeout_s: deadline of each request (each attempt) in seconds.
-        retries: how many times to retry a request the server was UNAVAILABLE for.
+        timeout_s: deadline of each call in seconds, retries and backoff included.
+        retries: how many times to retry a call the server was UNAVAILABLE for (down,
+            restarting, queue full, backend process crashed), within the deadline.
         backoff_s: first retry delay; it doubles each retry.
+        jitter: each delay is shortened by a random fraction of up to ``jitter`` (0 to 1).
         metrics: record Prometheus client metrics there (none if None).
+        ssl: gRPC over TLS; ``root_certificates`` (PEM file) verifies a private CA or a
+            self-signed server certificate, ``private_key``/``certificate_chain`` (PEM files)
+            authenticate the client when the server asks for mutual TLS.
+        headers: sent with every call, e.g. the admin key of a locked-down server.
 
     The model info (S, tensor names) is fetched on first use and cached; a thread may share
     one client.
@@ -170,34 +203,49 @@ class Client(_ClientBase):
         backoff_s: float = 0.1,
         *,
         metrics: ClientMetrics | None = None,
+        jitter: float = 0.5,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics)
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers)
         self._info_lock = threading.Lock()
-        self._triton = grpcclient.InferenceServerClient(url=url)
+        self._triton = grpcclient.InferenceServerClient(url=url, **_tls_kwargs(
+            ssl, root_certificates, private_key, certificate_chain))
 
-    def _call(self, fn: Callable[[], T]) -> T:
-        attempt = 0
+    def _call(self, fn: Callable[[float], T]) -> T:
+        """Run ``fn(attempt_timeout_s)``, retrying as :meth:`_should_retry` allows."""
+        deadline = time.monotonic() + self.timeout_s
+        timeout, attempt = self.timeout_s, 0
         while True:
             try:
-                return fn()
+                return fn(timeout)
             except _GRPC_ERRORS as error:
                 translated = self._translate(error)
-                delay = self._should_retry(translated, attempt)
+                delay = self._should_retry(translated, attempt, deadline)
                 if delay is None:
                     raise translated from error
             time.sleep(delay)
             attempt += 1
+            timeout = max(deadline - time.monotonic(), _MIN_ATTEMPT_S)
 
     @property
     def model_info(self) -> ModelInfo:
         """What the server says about the model (fetched once, then cached)."""
         with self._info_lock:
             if self._info is None:
-                timeout = self.timeout_s
                 metadata = self._call(
-                    lambda: self._triton.get_model_metadata(self.model_name, client_timeout=timeout)
+                    lambda t: self._triton.get_model_metadata(self.model_name, client_timeout=t, **self._kwargs)
                 )
-                config = self._call(lambda: self._triton.get_model_config(self.model_name, client_timeout=timeout))
+                try:
+                    config = self._call(
+                        lambda t: self._triton.get_model_config(self.model_name, client_timeout=t, **self._kwargs)
+                    )
+                except PermissionDeniedError:  # a locked-down server: the metadata says enough
+                    logger.info("model config is restricted at %s; reading S from the model metadata", self.url)
+                    config = None
                 self._info = parse_model_info(metadata, config)
                 logger.info("connected to %s: %s", self.url, self._info)
             return self._info
@@ -210,7 +258,7 @@ class Client(_ClientBase):
     def is_ready(self) -> bool:
         """True when the server is reachable and the model is ready (never raises for that)."""
         try:
-            return bool(self._triton.is_model_ready(self.model_name, client_timeout=self.timeout_s))
+            return bool(self._triton.is_model_ready(self.model_name, client_timeout=self.timeout_s, **self._kwargs))
         except _GRPC_ERRORS:
             return False
 
@@ -238,9 +286,7 @@ class Client(_ClientBase):
         started = time.perf_counter()
         try:
             result = self._call(
-                lambda: self._triton.infer(
-                    self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
-                )
+                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t, **self._kwargs)
             )
             array = self._read_output(result, info, len(requests))
         except ClickmaskError as error:
@@ -284,26 +330,36 @@ class AsyncClient(_ClientBase):
         backoff_s: float = 0.1,
         *,
         metrics: ClientMetrics | None = None,
+        jitter: float = 0.5,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics)
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers)
         import tritonclient.grpc.aio as aio_grpcclient  # grpc.aio only when asked for
 
         self._aio = aio_grpcclient
-        self._triton = aio_grpcclient.InferenceServerClient(url=url)
+        self._triton = aio_grpcclient.InferenceServerClient(url=url, **_tls_kwargs(
+            ssl, root_certificates, private_key, certificate_chain))
         self._info_lock: asyncio.Lock | None = None
 
-    async def _call(self, fn: Callable[[], Any]) -> Any:
-        attempt = 0
+    async def _call(self, fn: Callable[[float], Any]) -> Any:
+        """Await ``fn(attempt_timeout_s)``, retrying as :meth:`_should_retry` allows."""
+        deadline = time.monotonic() + self.timeout_s
+        timeout, attempt = self.timeout_s, 0
         while True:
             try:
-                return await fn()
+                return await fn(timeout)
             except _GRPC_ERRORS as error:
                 translated = self._translate(error)
-                delay = self._should_retry(translated, attempt)
+                delay = self._should_retry(translated, attempt, deadline)
                 if delay is None:
                     raise translated from error
             await asyncio.sleep(delay)
             attempt += 1
+            timeout = max(deadline - time.monotonic(), _MIN_ATTEMPT_S)
 
     async def get_model_info(self) -> ModelInfo:
         """What the server says about the model (fetched once, then cached)."""
@@ -311,13 +367,16 @@ class AsyncClient(_ClientBase):
             self._info_lock = asyncio.Lock()
         async with self._info_lock:
             if self._info is None:
-                timeout = self.timeout_s
                 metadata = await self._call(
-                    lambda: self._triton.get_model_metadata(self.model_name, client_timeout=timeout)
+                    lambda t: self._triton.get_model_metadata(self.model_name, client_timeout=t, **self._kwargs)
                 )
-                config = await self._call(
-                    lambda: self._triton.get_model_config(self.model_name, client_timeout=timeout)
-                )
+                try:
+                    config = await self._call(
+                        lambda t: self._triton.get_model_config(self.model_name, client_timeout=t, **self._kwargs)
+                    )
+                except PermissionDeniedError:  # a locked-down server: the metadata says enough
+                    logger.info("model config is restricted at %s; reading S from the model metadata", self.url)
+                    config = None
                 self._info = parse_model_info(metadata, config)
                 logger.info("connected to %s: %s", self.url, self._info)
             return self._info
@@ -332,7 +391,9 @@ class AsyncClient(_ClientBase):
     async def is_ready(self) -> bool:
         """True when the server is reachable and the model is ready."""
         try:
-            return bool(await self._triton.is_model_ready(self.model_name, client_timeout=self.timeout_s))
+            return bool(
+                await self._triton.is_model_ready(self.model_name, client_timeout=self.timeout_s, **self._kwargs)
+            )
         except _GRPC_ERRORS:
             return False
 
@@ -348,9 +409,7 @@ class AsyncClient(_ClientBase):
         started = time.perf_counter()
         try:
             result = await self._call(
-                lambda: self._triton.infer(
-                    self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
-                )
+                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t, **self._kwargs)
             )
             array = self._read_output(result, info, len(requests))
         except ClickmaskError as error:
@@ -375,3 +434,23 @@ class AsyncClient(_ClientBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+
+
+def _tls_kwargs(ssl: bool, root_certificates: str | None, private_key: str | None,
+                certificate_chain: str | None) -> dict[str, Any]:
+    """tritonclient's TLS arguments; empty without ``ssl`` (the files must then not be given)."""
+    files = {"root_certificates": root_certificates, "private_key": private_key,
+             "certificate_chain": certificate_chain}
+    if not ssl:
+        given = [name for name, value in files.items() if value is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} only apply with ssl=True")
+        return {}
+    for name, value in files.items():
+        if value is not None:
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as error:
+                raise InvalidInputError(f"{name}={value!r} cannot be read: {error.strerror}; give a PEM file") from None
+    return {"ssl": True, **files}

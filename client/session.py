@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._validate import check_coordinate, check_rgb_image, describe
+from ._validate import MAX_IMAGE_PIXELS, check_coordinate, check_rgb_image, describe
 from .clicks import Click
 from .encoding import CropTransform, decode_prob, encode_inputs
 from .errors import InferenceError, InvalidInputError
@@ -124,8 +124,9 @@ class _SessionCore:
         zoom_in: bool = True,
         expansion_ratio: float = 1.4,
         min_crop_size: int = 200,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
-        image = check_rgb_image(image)
+        image = check_rgb_image(image, max_pixels=max_image_pixels)
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise InvalidInputError(f"the predictor's size must be a positive int, got {size!r}")
         self._image = image.copy()
@@ -252,6 +253,9 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
+        max_image_pixels: refuse larger images (default 64 megapixels; None: no limit).
+            Each click keeps a float32 probability and a bool mask at full resolution
+            (5 bytes per pixel) for undo, so memory grows with pixels x clicks.
 
     When the predictor has a ``metrics`` attribute that is not None (a ``Client`` made with
     ``metrics=ClientMetrics(...)``), every successful click is recorded there: its latency,
@@ -259,7 +263,7 @@ class Session(_SessionCore):
     """
 
     def __init__(self, predictor: Predictor, image: np.ndarray, **options) -> None:
-        check_rgb_image(image)  # before .size, which may ask the server
+        check_rgb_image(image, max_pixels=options.get("max_image_pixels", MAX_IMAGE_PIXELS))  # before .size
         super().__init__(image, getattr(predictor, "size", None), **options)
         self._predictor = predictor
         self._lock = threading.Lock()
@@ -297,7 +301,7 @@ class AsyncSession(_SessionCore):
     """:class:`Session` for asyncio: ``await session.click(x, y)`` over an :class:`AsyncPredictor`."""
 
     def __init__(self, predictor: AsyncPredictor, image: np.ndarray, **options) -> None:
-        check_rgb_image(image)
+        check_rgb_image(image, max_pixels=options.get("max_image_pixels", MAX_IMAGE_PIXELS))
         super().__init__(image, getattr(predictor, "size", None), **options)
         self._predictor = predictor
         self._lock = asyncio.Lock()

@@ -263,7 +263,8 @@ def test_unavailable_is_retried_with_exponential_backoff(client, sleeps):
     client.size  # noqa: B018
     fake(client).failures = [server_error("UNAVAILABLE"), server_error("UNAVAILABLE")]
     assert client.infer(sample_inputs()).shape == (1, SIZE, SIZE)
-    assert sleeps == pytest.approx([0.1, 0.2])
+    # exponential, each delay shortened by up to half (jitter)
+    assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2
 
 
 def test_unavailable_after_all_retries_raises_server_unavailable_from_the_original(client, sleeps):
@@ -401,7 +402,7 @@ def test_async_client_retries_unavailable(monkeypatch):
             await client.infer(sample_inputs())
 
     asyncio.run(scenario())
-    assert delays == pytest.approx([0.05, 0.1, 0.2])
+    assert [lo <= d <= hi for d, lo, hi in zip(delays, (0.025, 0.05, 0.1), (0.05, 0.1, 0.2))] == [True] * 3
 
 
 # --- imports ----------------------------------------------------------------------------------
