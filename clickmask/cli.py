@@ -51,16 +51,31 @@ def _add_serve(sub) -> None:
     p.add_argument("--log-file", type=pathlib.Path, default=None, help="where the server log goes (default: a temp dir)")
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
     p.add_argument("--verbose-server", action="store_true", help="tritonserver --log-verbose=1")
+    p.add_argument("--tls-cert", type=pathlib.Path, default=None, help="serve gRPC over TLS with this PEM certificate")
+    p.add_argument("--tls-key", type=pathlib.Path, default=None, help="the PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=pathlib.Path, default=None,
+                   help="mutual TLS: accept only clients with a certificate signed by this PEM CA")
+    p.add_argument("--admin-key", default=None,
+                   help="key for the admin APIs (default: $CLICKMASK_ADMIN_KEY, else a random key, printed)")
+    p.add_argument("--lock-down", action="store_true",
+                   help="also put model-config and statistics behind the admin key (clients read S from the "
+                        "metadata; benchmarks need the key)")
+    p.add_argument("--no-restart-on-backend-crash", dest="restart_on_backend_crash", action="store_false",
+                   help="do not restart tritonserver when its Python-backend stub process dies")
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args) -> int:
-    from clickmask.server import ServerConfig, TritonServer
+    import os
 
+    from clickmask.server import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, ServerConfig, TritonServer
+
+    admin_key = args.admin_key or os.environ.get("CLICKMASK_ADMIN_KEY") or None
     config = ServerConfig(
         model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
-        log_verbose=1 if args.verbose_server else 0,
+        log_verbose=1 if args.verbose_server else 0, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca, admin_key=admin_key, locked_down=args.lock_down,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -70,16 +85,23 @@ def _cmd_serve(args) -> int:
     server.start()
     print(f"tritonserver pid {server.pid}", flush=True)
     print("clickmask is ready:", flush=True)
-    print(f"  gRPC     {config.grpc_url}", flush=True)
+    print(f"  gRPC     {config.grpc_url}{' (TLS)' if config.tls else ''}", flush=True)
     print(f"  HTTP     {config.http_url}", flush=True)
     print(f"  metrics  {config.metrics_url}", flush=True)
+    key_text = "(the key you gave)" if admin_key else server.admin_key
+    print(f"  admin    {', '.join(config.restricted_apis)} need the header {GRPC_ADMIN_KEY_HEADER} (gRPC) or "
+          f"{ADMIN_KEY_HEADER} (HTTP): {key_text}", flush=True)
     print("press Ctrl-C to stop", flush=True)
-    while not stop.wait(0.5):
-        code = server.poll()
-        if code is not None:
-            print(f"tritonserver exited unexpectedly with status {code}:\n{server.relevant_log_lines()}",
-                  file=sys.stderr)
-            return 1
+    if args.restart_on_backend_crash:
+        code = server.supervise(stop)
+    else:
+        code = None
+        while not stop.wait(0.5) and code is None:
+            code = server.poll()
+    if code is not None:
+        print(f"tritonserver exited unexpectedly with status {code}:\n{server.relevant_log_lines()}",
+              file=sys.stderr)
+        return 1
     print("stopping tritonserver ...", flush=True)
     code = server.stop()
     print(f"stopped (status {code})", flush=True)

@@ -5,6 +5,16 @@ The embedded default serves ``model_repository/`` on this CPU through Triton's P
 directory, sets the environment the Python-backend stub needs, waits for readiness, and stops
 the child with SIGINT, then SIGKILL after a timeout. On Linux the child also receives SIGKILL
 when its parent dies (``PR_SET_PDEATHSIG``), so it never outlives the launcher.
+
+Security defaults (docs/security.md): every endpoint binds to loopback; the model control
+mode is ``none`` (the repository is loaded once, nothing can load or unload models); the
+admin APIs (model repository, shared memory, trace, logging) answer only requests that carry
+the admin key header, over gRPC and HTTP alike, while health, metadata and inference stay
+open; gRPC can run over TLS.
+
+Triton 2.51's Python backend does not restart a stub process that died: the model still
+reports READY while every request fails with INTERNAL "Stub process ... is not healthy".
+:meth:`TritonServer.supervise` watches the stub and restarts tritonserver when it is gone.
 """
 from __future__ import annotations
 
@@ -15,6 +25,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,6 +49,17 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 # Latency quantiles exported as nv_inference_*_summary_us{quantile=...}: "quantile:error".
 SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001"
 _PR_SET_PDEATHSIG = 1
+#: Name of the admin key header. gRPC clients send it as ``triton-grpc-protocol-<name>``
+#: (Triton's prefix), HTTP clients as ``<name>``.
+ADMIN_KEY_HEADER = "clickmask-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+#: APIs that change the server or reach into it: always behind the admin key.
+ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
+#: Read-only APIs that are open by default because the client (model-config gives S) and the
+#: benchmarks and Prometheus checks (statistics) read them; ``locked_down`` restricts them too.
+READ_ONLY_APIS = ("model-config", "statistics")
+_RESTRICTABLE = ADMIN_APIS + READ_ONLY_APIS
+_STUB_NAME = "triton_python_backend_stub"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +75,44 @@ class ServerConfig:
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 15.0
     extra_args: tuple[str, ...] = ()
+    #: gRPC over TLS with this PEM certificate and key (both or neither).
+    tls_cert: pathlib.Path | None = None
+    tls_key: pathlib.Path | None = None
+    #: With TLS: also require client certificates signed by this PEM CA (mutual TLS).
+    tls_client_ca: pathlib.Path | None = None
+    #: Key for the admin APIs; None: a random key per start (TritonServer.admin_key).
+    admin_key: str | None = None
+    #: Also put model-config and statistics behind the admin key.
+    locked_down: bool = False
+    model_control_mode: str = "none"
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ServerStartError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ServerStartError("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key too")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not pathlib.Path(path).is_file():
+                raise ServerStartError(f"{name.replace('_', '-')} file {path} does not exist")
+        if self.admin_key is not None and (
+            len(self.admin_key) < 16 or not all(c.isalnum() or c in "-_." for c in self.admin_key)
+        ):
+            raise ServerStartError(
+                "the admin key needs at least 16 characters of [A-Za-z0-9-_.]; "
+                "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            )
+        if self.model_control_mode not in ("none", "poll", "explicit"):
+            raise ServerStartError(f"model_control_mode must be none, poll or explicit, got {self.model_control_mode!r}")
+
+    @property
+    def restricted_apis(self) -> tuple[str, ...]:
+        """The APIs that answer only requests carrying the admin key."""
+        return _RESTRICTABLE if self.locked_down else ADMIN_APIS
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def grpc_url(self) -> str:
@@ -169,6 +229,16 @@ class TritonServer:
         self._process: subprocess.Popen | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=400)
         self._reader: threading.Thread | None = None
+        #: The key the admin APIs expect (the configured one, or a random one).
+        self.admin_key = self.config.admin_key or secrets.token_urlsafe(24)
+        self._stubs: set[int] = set()
+        #: How many times :meth:`supervise` restarted the server.
+        self.restarts = 0
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """gRPC headers that open the admin APIs: pass as ``headers=`` to tritonclient calls."""
+        return {GRPC_ADMIN_KEY_HEADER: self.admin_key}
 
     # ------------------------------------------------------------------ lifecycle
     def command(self) -> list[str]:
@@ -186,8 +256,31 @@ class TritonServer:
             f"--metrics-config=summary_quantiles={SUMMARY_QUANTILES}",
             "--exit-on-error=true", "--strict-readiness=true",
             f"--log-verbose={cfg.log_verbose}",
+            f"--model-control-mode={cfg.model_control_mode}",
+            *self._security_args(),
             *cfg.extra_args,
         ]
+
+    def _security_args(self) -> list[str]:
+        cfg = self.config
+        restricted = ",".join(cfg.restricted_apis)
+        args = [
+            f"--grpc-restricted-protocol={restricted}:{ADMIN_KEY_HEADER}={self.admin_key}",
+            f"--http-restricted-api={restricted}:{ADMIN_KEY_HEADER}={self.admin_key}",
+        ]
+        if cfg.tls:
+            args += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={pathlib.Path(cfg.tls_cert).resolve()}",
+                f"--grpc-server-key={pathlib.Path(cfg.tls_key).resolve()}",
+            ]
+            if cfg.tls_client_ca is not None:
+                args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={pathlib.Path(cfg.tls_client_ca).resolve()}"]
+        return args
+
+    def public_command(self) -> list[str]:
+        """:meth:`command` with the admin key masked, for logs."""
+        return [arg.replace(self.admin_key, "***") for arg in self.command()]
 
     def start(self) -> "TritonServer":
         if self._process is not None:
@@ -196,7 +289,7 @@ class TritonServer:
         check_model_repository(pathlib.Path(self.config.model_repository))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
-        LOGGER.info("starting %s", " ".join(cmd))
+        LOGGER.info("starting %s", " ".join(self.public_command()))
         self._process = subprocess.Popen(
             cmd, env=server_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, text=True, errors="replace",
@@ -208,11 +301,67 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        self._stubs = set(self.stub_pids())
         return self
+
+    # ------------------------------------------------------------------ backend supervision
+    def stub_pids(self) -> list[int]:
+        """Process ids of the Python-backend stubs that this tritonserver started."""
+        if self._process is None:
+            return []
+        parent = str(self._process.pid)
+        pids = []
+        for entry in pathlib.Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = stat[stat.rindex(")") + 2:].split()[1]
+                if ppid == parent and _STUB_NAME in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue  # the process ended while we looked
+        return sorted(pids)
+
+    def backend_problem(self) -> str | None:
+        """Why the model cannot answer although tritonserver runs, or None when all is well."""
+        if self._process is None or self._process.poll() is not None or not self._stubs:
+            return None
+        gone = self._stubs - set(self.stub_pids())
+        if gone:
+            return f"Python-backend stub process {sorted(gone)} exited; Triton will not restart it"
+        return None
+
+    def restart(self, stop_timeout_s: float = 0.0) -> None:
+        """Stop and start again with the same ports and key.
+
+        The default kills at once: with a dead stub a graceful stop waits 30 s for a model that
+        cannot unload, and meanwhile answers NOT_FOUND instead of a clean UNAVAILABLE.
+        """
+        self.stop(timeout_s=stop_timeout_s)
+        self.start()
+        self.restarts += 1
+
+    def supervise(self, stop: threading.Event, interval_s: float = 0.5) -> int | None:
+        """Watch the server until ``stop`` is set; restart it when its backend stub dies.
+
+        Returns None when stopped by ``stop``, or tritonserver's exit status when it exited
+        on its own (that is left to the caller: an orchestrator restarts the whole process).
+        """
+        while not stop.wait(interval_s):
+            code = self.poll()
+            if code is not None:
+                return code
+            problem = self.backend_problem()
+            if problem:
+                LOGGER.error("%s: restarting tritonserver", problem)
+                self.restart()
+                LOGGER.warning("tritonserver restarted (%d restart(s) so far)", self.restarts)
+        return None
 
     def _pump_log(self) -> None:
         assert self._process is not None and self._process.stdout is not None
-        with open(self.log_path, "w", encoding="utf-8") as log:
+        with open(self.log_path, "a", encoding="utf-8") as log:  # a restart appends
             for line in self._process.stdout:
                 log.write(line)
                 log.flush()
@@ -258,17 +407,21 @@ class TritonServer:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def stop(self) -> int | None:
-        """SIGINT, then SIGKILL after ``stop_timeout_s``; returns the exit status."""
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGINT, then SIGKILL after ``timeout_s`` (default ``stop_timeout_s``); returns the exit status."""
         process, self._process = self._process, None
         if process is None:
             return None
-        if process.poll() is None:
+        timeout_s = self.config.stop_timeout_s if timeout_s is None else timeout_s
+        if process.poll() is None and timeout_s <= 0:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        elif process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
-                process.wait(self.config.stop_timeout_s)
+                process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                LOGGER.warning("tritonserver did not stop within %.0f s; killing it", self.config.stop_timeout_s)
+                LOGGER.warning("tritonserver did not stop within %.0f s; killing it", timeout_s)
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         if self._reader is not None:

@@ -52,7 +52,15 @@ class DeadlineExceededError(ClickmaskError, TimeoutError):
 
 
 class ModelNotReadyError(ClickmaskError):
-    """The server is up but the model is unknown, not loaded, or not ready."""
+    """The server is up but the model is unknown, not loaded, or not ready.
+
+    ``transient`` is True when the model exists but has no loaded version right now (the
+    server is starting, stopping or reloading it); the client retries those like UNAVAILABLE.
+    """
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
+        self.transient = transient
 
 
 class InferenceError(ClickmaskError):
@@ -60,6 +68,8 @@ class InferenceError(ClickmaskError):
 
 
 # Phrases Triton uses when a model is missing or not (yet) loaded, whatever the status code.
+# ... of which these mean "exists, but no version is loaded at the moment" (a restart, a reload).
+_TRANSIENT_NOT_READY_PHRASES = ("no available versions", "not ready", "is not loaded")
 _MODEL_NOT_READY_PHRASES = (
     "unknown model",
     "is not found",
@@ -139,7 +149,8 @@ def translate_grpc_error(error: BaseException, *, model_name: str = "", url: str
             "('clickmask serve' does it by itself)"
         )
     if status == "NOT_FOUND" or any(phrase in lowered for phrase in _MODEL_NOT_READY_PHRASES):
-        return ModelNotReadyError(text + "; check the model name and that the server loaded it")
+        transient = any(phrase in lowered for phrase in _TRANSIENT_NOT_READY_PHRASES)
+        return ModelNotReadyError(text + "; check the model name and that the server loaded it", transient=transient)
     if status == "UNAVAILABLE":
         return ServerUnavailableError(text + "; check that tritonserver is running at this address")
     return InferenceError(text)

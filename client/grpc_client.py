@@ -36,6 +36,7 @@ from .errors import (
     ClickmaskError,
     InferenceError,
     InvalidInputError,
+    ModelNotReadyError,
     PermissionDeniedError,
     ServerUnavailableError,
     _status_name,
@@ -109,12 +110,14 @@ class _ClientBase:
     def _should_retry(self, error: ClickmaskError, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before retrying, or None to give up.
 
-        Only :class:`ServerUnavailableError` (and its :class:`ServerOverloadedError`) is
-        retried. The delay is ``backoff_s * 2**attempt``, shortened by a random fraction of up
+        Only :class:`ServerUnavailableError` (and its :class:`ServerOverloadedError`) and a
+        transient :class:`ModelNotReadyError` (a model between versions while the server
+        restarts) are retried. The delay is ``backoff_s * 2**attempt``, shortened by a random fraction of up
         to ``jitter`` so that clients rejected together do not come back together. No retry
         starts when it could not get ``_MIN_ATTEMPT_S`` before ``deadline``.
         """
-        if not isinstance(error, ServerUnavailableError) or attempt >= self.retries:
+        transient = isinstance(error, ModelNotReadyError) and error.transient
+        if not (isinstance(error, ServerUnavailableError) or transient) or attempt >= self.retries:
             return None
         delay = self.backoff_s * (2**attempt) * (1.0 - self.jitter * self._random.random())
         left = deadline - time.monotonic()

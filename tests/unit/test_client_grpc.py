@@ -284,7 +284,7 @@ def test_unavailable_after_all_retries_raises_server_unavailable_from_the_origin
         (server_error("INVALID_ARGUMENT", "unexpected shape for input 'image'"), InferenceError),
         (server_error("INTERNAL", "stub crashed"), InferenceError),
         (server_error("NOT_FOUND", "Request for unknown model: 'clickmask' is not found"), ModelNotReadyError),
-        (server_error("UNAVAILABLE", "Request for unknown model: 'clickmask' has no available versions"), ModelNotReadyError),
+        (server_error("UNAVAILABLE", "Request for unknown model: 'cickmask' is not found"), ModelNotReadyError),
     ],
 )
 def test_other_errors_are_translated_and_not_retried(client, sleeps, error, expected):

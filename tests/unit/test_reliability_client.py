@@ -14,6 +14,7 @@ from clickmask.client import (
     Client,
     InferenceError,
     InvalidInputError,
+    ModelNotReadyError,
     PermissionDeniedError,
     ServerOverloadedError,
     ServerUnavailableError,
@@ -146,6 +147,20 @@ def test_a_crashed_backend_is_retried_so_a_supervised_restart_is_ridden_out(cloc
         client._triton.failures = [triton_error(STUB_DEAD), triton_error(("StatusCode.UNAVAILABLE", "Socket closed"))]
         assert client.infer(sample_inputs()).shape[0] == 1
     assert len(clock.sleeps) == 2
+
+
+def test_a_model_between_versions_is_retried_but_an_unknown_model_is_not(clock):
+    between = ("StatusCode.NOT_FOUND", "Request for unknown model: 'clickmask' has no available versions")
+    unknown = ("StatusCode.NOT_FOUND", "Request for unknown model: 'cickmask' is not found")
+    with Client("h:1", timeout_s=10, retries=3) as client:
+        client.size  # noqa: B018
+        client._triton.failures = [triton_error(between)]
+        assert client.infer(sample_inputs()).shape[0] == 1
+        assert len(clock.sleeps) == 1
+        client._triton.failures = [triton_error(unknown)]
+        with pytest.raises(ModelNotReadyError, match="check the model name"):
+            client.infer(sample_inputs())
+    assert len(clock.sleeps) == 1
 
 
 def test_a_restricted_model_config_falls_back_to_the_metadata(clock):
