@@ -298,3 +298,41 @@ def test_all_ones_click_maps_are_a_valid_request():
     request["clicks"][:] = 1
     (result,) = run_batch([request], _echo, S)
     assert isinstance(result, np.ndarray) and result.shape == (2, 1, S, S)
+
+
+# ------------------------------------------------------------------- unreadable files, CLI
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p / "missing.png", "does not exist"),
+        (lambda p: _write(p / "empty.png", b""), "cannot decode"),
+        (lambda p: _write(p / "text.jpg", b"not an image"), "cannot decode"),
+        (lambda p: _write(p / "cut.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "cannot decode"),
+        (lambda p: p, "does not exist"),  # a folder
+    ],
+    ids=["missing", "empty", "text", "truncated-png", "folder"],
+)
+def test_segment_with_an_unreadable_image_file_says_so_before_any_network_call(tmp_path, capsys, make, fragment):
+    from clickmask.cli import main
+
+    path = make(tmp_path)
+    code = main(["segment", str(path), "--pos", "1,1", "--url", "127.0.0.1:9", "-o", str(tmp_path / "m.png")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "clickmask segment: error:" in err and fragment in err
+
+
+def test_a_16_bit_png_file_is_read_as_8_bit_rgb(tmp_path):
+    import cv2
+
+    from clickmask.imageio import read_rgb
+
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.full((10, 12, 3), 65535, np.uint16))
+    image = read_rgb(path)
+    assert image.dtype == np.uint8 and image.shape == (10, 12, 3) and image.max() == 255
