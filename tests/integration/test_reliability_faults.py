@@ -5,6 +5,7 @@ shared ``triton`` fixture is never disturbed.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -156,8 +157,6 @@ def test_no_server_is_a_clear_error_within_the_deadline_not_a_hang(image):
     async def async_session():
         async with AsyncClient(url, timeout_s=2, retries=2) as client:
             await client.session(image)
-
-    import asyncio
 
     started = time.perf_counter()
     with pytest.raises(ServerUnavailableError):
