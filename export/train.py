@@ -38,7 +38,7 @@ from clickmask.client.clicker import iou, next_click
 from clickmask.client.clicks import Click
 from clickmask.client.encoding import CropTransform, decode_prob, encode_clicks, encode_inputs
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (
     EVALUATION_ONLY_SETS,
     AugmentConfig,
@@ -300,6 +300,12 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     criterion = RITMLoss(cfg.nfl_alpha, cfg.nfl_gamma, cfg.aux_weight)
 
     step, best_noc90, best_step = 0, None, None
+    if cfg.init_from and not resume:
+        init_net, init_config = load_checkpoint(cfg.init_from, map_location=device)
+        if init_config.get("network") != cfg.network:
+            raise ValueError(f"--init-from {cfg.init_from} holds {init_config.get('network')!r}, not {cfg.network!r}")
+        net.load_state_dict(init_net.state_dict())
+        log.info("initialised from %s", cfg.init_from)
     if resume and (out / LAST_CHECKPOINT).is_file():
         ckpt = read_checkpoint(out / LAST_CHECKPOINT, map_location=device)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})

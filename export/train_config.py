@@ -28,6 +28,7 @@ class TrainConfig:
     # network
     network: str = _opt("efficientnet-lite0", "registered network name")
     input_size: int = _opt(320, "serving size S recorded in the checkpoint")
+    init_from: str = _opt("", "start from the weights of this clickmask checkpoint (fine-tuning; not with --resume)")
     crop_size: int = _opt(256, "training crop size (a multiple of 32)")
     # optimisation
     batch_size: int = _opt(8, "batch size")
