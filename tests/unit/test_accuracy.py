@@ -43,3 +43,20 @@ def test_berkeley_style_instance_ids_find_their_shared_image(tmp_path):
         cv2.imwrite(str(tmp_path / "masks" / f"{sid}.png"), np.zeros((4, 4), np.uint8))
     samples = list_samples(tmp_path)
     assert [s.image_path.name for s in samples] == ["42.jpg", "42.jpg"]
+
+
+def test_accuracy_table_puts_our_row_beside_the_published_ones(tmp_path):
+    import json
+
+    from clickmask.benchmarks.accuracy_table import main
+
+    paths = []
+    for name, noc in (("GrabCut", 3.5), ("Berkeley", 5.25)):
+        summary = summarize([_result([0.5, 0.95, 0.95])], name, 3)
+        summary["noc90"] = noc
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(summary))
+    assert main([str(p) for p in paths] + ["--out", str(tmp_path / "summary")]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "**3.50**" in text and "**5.25**" in text and "1.68" in text and "2.60" in text
+    assert (tmp_path / "summary.png").stat().st_size > 1000
