@@ -102,16 +102,17 @@ def evaluate(predictor, samples: Sequence[Sample], max_clicks: int = 20, workers
              progress: bool = True, desc: str = "eval",
              on_result: Callable[[SampleResult], None] | None = None) -> list[SampleResult]:
     """Evaluate every sample (``workers`` sessions at a time); results keep the sample order."""
-    results: list[SampleResult] = []
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         futures = [pool.submit(evaluate_sample, predictor, s, max_clicks) for s in samples]
+        nocs: list[int] = []
         bar = _progress(concurrent.futures.as_completed(futures), len(futures), desc, progress)
         for future in bar:
             result = future.result()
+            nocs.append(result.noc(0.9, max_clicks))
             if on_result:
                 on_result(result)
-            if hasattr(bar, "set_postfix") and results is not None:
-                bar.set_postfix(noc90=f"{np.mean([f.result().noc(0.9, max_clicks) for f in futures if f.done()]):.2f}")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(noc90=f"{np.mean(nocs):.2f}")
         results = [f.result() for f in futures]
     return results
 
