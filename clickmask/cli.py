@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("clickmask.export.cli", "add_export_parser"),
         ("clickmask.export.cli", "add_train_parser"),
         ("clickmask.benchmarks.loadtest", "add_loadtest_parser"),
+        ("clickmask.quality_sim", "add_quality_parser"),
     ):
         try:
             module = __import__(module_name, fromlist=[function_name])

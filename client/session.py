@@ -156,6 +156,14 @@ class _SessionCore:
         """One record per current click (undone clicks are dropped)."""
         return tuple(s.record for s in self._states[1:] if s.record is not None)
 
+    def to_log(self, *, session_id: str | None = None, meta: dict | None = None,
+               closed_at: float | None = None) -> dict:
+        """This session's history as a ``clickmask.session/1`` log record (see
+        :mod:`clickmask.client.session_log`); write many with ``write_sessions``."""
+        from .session_log import session_log
+
+        return session_log(self, session_id=session_id, meta=meta, closed_at=closed_at)
+
     def _prepare(self, x: float, y: float, positive: bool) -> _Pending:
         timestamp, started = time.time(), time.perf_counter()
         height, width = self._image.shape[:2]
