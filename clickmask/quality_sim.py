@@ -25,6 +25,7 @@ import numpy as np
 
 from clickmask.client.clicker import iou, load_gt, next_click
 from clickmask.client.errors import InvalidInputError
+from clickmask.client.quality import BAD_IOU
 
 LOGGER = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def simulate(predictor, objects: Sequence[SimObject], per_object: int = 1, seed:
         bad = 0
         for done, future in enumerate(bar, 1):
             record = future.result()
-            bad += record["meta"]["final_iou"] < 0.85
+            bad += record["meta"]["final_iou"] < BAD_IOU
             if on_record:
                 on_record(record)
             if hasattr(bar, "set_postfix"):
@@ -188,7 +189,7 @@ def simulate(predictor, objects: Sequence[SimObject], per_object: int = 1, seed:
 # ------------------------------------------------------------------------------ evaluation
 def evaluate_records(records: Sequence[dict[str, Any]], model, grid: int = 100) -> dict[str, Any]:
     """ROC-AUC (pooled and per dataset) and the review curve of ``model`` on labelled sessions."""
-    from clickmask.client.quality import BAD_IOU, feature_matrix, is_bad, review_curve, roc_auc
+    from clickmask.client.quality import feature_matrix, is_bad, review_curve, roc_auc
 
     labels = np.array([is_bad(r) for r in records])
     scores = model.score_matrix(feature_matrix(records))
@@ -293,7 +294,7 @@ def _cmd_simulate(args) -> int:
     records = _simulate_datasets(args, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_sessions(args.out, records)
-    bad = sum(r["meta"]["final_iou"] < 0.85 for r in records)
+    bad = sum(r["meta"]["final_iou"] < BAD_IOU for r in records)
     print(f"wrote {len(records)} sessions to {args.out} ({bad} bad, {bad / max(1, len(records)):.0%})")
     return 0
 
