@@ -9,85 +9,37 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
-import dataclasses
 import json
 import logging
 import pathlib
-import time
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from clickmask.client.clicker import iou, load_gt, next_click
-from clickmask.client.errors import InvalidInputError
-from clickmask.imageio import read_mask, read_rgb
+from clickmask.client.protocol import THRESHOLDS, RunResult, run_protocol, summarize_runs
+from clickmask.datasets import ObjectRef, list_objects, load_object
 
 LOGGER = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-THRESHOLDS = (0.85, 0.90, 0.95)
+SampleResult = RunResult  # one object's run (kept name)
+Sample = ObjectRef
 
 
-@dataclasses.dataclass(frozen=True)
-class Sample:
-    sample_id: str
-    image_path: pathlib.Path
-    mask_path: pathlib.Path
+def list_samples(dataset: pathlib.Path | str, limit: int | None = None, convention: str | None = None
+                 ) -> list[ObjectRef]:
+    """The objects of a dataset folder, sorted by id (:func:`clickmask.datasets.list_objects`)."""
+    return list_objects(dataset, convention=convention, limit=limit)
 
 
-@dataclasses.dataclass(frozen=True)
-class SampleResult:
-    sample_id: str
-    ious: tuple[float, ...]          # IoU after click k = 1..max_clicks
-    seconds: tuple[float, ...]       # wall time of each click (encode + infer + decode)
-    clicks: tuple[tuple[float, float, bool], ...]
-
-    def noc(self, threshold: float, max_clicks: int) -> int:
-        """Clicks to reach ``threshold``; ``max_clicks`` when it is never reached (RITM)."""
-        reached = np.flatnonzero(np.asarray(self.ious) >= threshold)
-        return int(reached[0]) + 1 if reached.size else max_clicks
+def sample_name(obj: ObjectRef) -> str:
+    return obj.sample_id if obj.instance_id is None else f"{obj.sample_id}#{obj.instance_id}"
 
 
-def list_samples(dataset: pathlib.Path, limit: int | None = None) -> list[Sample]:
-    """Pairs ``images/<id>.<ext>`` / ``masks/<id>.png`` of a dataset folder, sorted by id."""
-    dataset = pathlib.Path(dataset)
-    images_dir, masks_dir = dataset / "images", dataset / "masks"
-    if not images_dir.is_dir() or not masks_dir.is_dir():
-        raise InvalidInputError(f"{dataset} must hold images/<id>.<ext> and masks/<id>.png (see DESIGN.md)")
-    samples = []
-    for mask_path in sorted(masks_dir.glob("*.png")):
-        sample_id = mask_path.stem
-        image_path = next((p for p in (images_dir / f"{sample_id}{s}" for s in IMAGE_SUFFIXES) if p.is_file()), None)
-        if image_path is None:  # Berkeley: '<id>a'/'<id>b' instances share the image '<id>'
-            base = sample_id.rstrip("ab")
-            image_path = next((p for p in (images_dir / f"{base}{s}" for s in IMAGE_SUFFIXES) if p.is_file()), None)
-        if image_path is None:
-            raise InvalidInputError(f"no image for mask {mask_path} in {images_dir}")
-        samples.append(Sample(sample_id, image_path, mask_path))
-    if not samples:
-        raise InvalidInputError(f"{masks_dir} holds no PNG masks")
-    return samples[:limit] if limit else samples
-
-
-def evaluate_sample(predictor, sample: Sample, max_clicks: int = 20) -> SampleResult:
-    """Run the automatic clicker for ``max_clicks`` clicks on one sample."""
-    image = read_rgb(sample.image_path)
-    gt, ignore = load_gt(read_mask(sample.mask_path))
-    session = predictor.session(image)
-    pred = np.zeros_like(gt)
-    ious, seconds, clicks = [], [], []
-    for _ in range(max_clicks):
-        click = next_click(gt, pred, ignore, previous=session.clicks)
-        if click is None:  # nothing left to correct: the mask stays as it is
-            ious.append(ious[-1] if ious else 1.0)
-            seconds.append(0.0)
-            continue
-        start = time.perf_counter()
-        mask = session.click(x=click.x, y=click.y, positive=click.positive)
-        seconds.append(time.perf_counter() - start)
-        pred = mask.array
-        ious.append(iou(gt, pred, ignore))
-        clicks.append((float(click.x), float(click.y), bool(click.positive)))
-    return SampleResult(sample.sample_id, tuple(ious), tuple(seconds), tuple(clicks))
+def evaluate_sample(predictor, sample: ObjectRef, max_clicks: int = 20, stop_iou: float | None = None,
+                    **session_options) -> RunResult:
+    """Run the standard protocol on one object through ``predictor.session(image)``."""
+    image, gt, ignore = load_object(sample)
+    session = predictor.session(image, **session_options)
+    return run_protocol(session, gt, ignore, max_clicks=max_clicks, stop_iou=stop_iou, sample_id=sample_name(sample))
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool) -> Iterator:
@@ -98,17 +50,19 @@ def _progress(iterable, total: int, desc: str, enabled: bool) -> Iterator:
     return iter(tqdm(iterable, total=total, desc=desc, disable=not enabled, unit="sample", dynamic_ncols=True))
 
 
-def evaluate(predictor, samples: Sequence[Sample], max_clicks: int = 20, workers: int = 1,
+def evaluate(predictor, samples: Sequence[ObjectRef], max_clicks: int = 20, workers: int = 1,
              progress: bool = True, desc: str = "eval",
-             on_result: Callable[[SampleResult], None] | None = None) -> list[SampleResult]:
+             on_result: Callable[[RunResult], None] | None = None, stop_iou: float | None = None,
+             **session_options) -> list[RunResult]:
     """Evaluate every sample (``workers`` sessions at a time); results keep the sample order."""
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = [pool.submit(evaluate_sample, predictor, s, max_clicks) for s in samples]
+        futures = [pool.submit(evaluate_sample, predictor, s, max_clicks, stop_iou, **session_options)
+                   for s in samples]
         nocs: list[int] = []
         bar = _progress(concurrent.futures.as_completed(futures), len(futures), desc, progress)
         for future in bar:
             result = future.result()
-            nocs.append(result.noc(0.9, max_clicks))
+            nocs.append(result.noc(0.9))
             if on_result:
                 on_result(result)
             if hasattr(bar, "set_postfix"):
@@ -117,24 +71,9 @@ def evaluate(predictor, samples: Sequence[Sample], max_clicks: int = 20, workers
     return results
 
 
-def summarize(results: Sequence[SampleResult], dataset: str, max_clicks: int) -> dict:
+def summarize(results: Sequence[RunResult], dataset: str, max_clicks: int) -> dict:
     """The JSON of the contract: NoC@85/90/95, failures, mIoU curve, seconds per click."""
-    ious = np.array([r.ious for r in results], dtype=np.float64)
-    clicked = [s for r in results for s in r.seconds if s > 0]
-    summary = {
-        "dataset": dataset,
-        "num_samples": len(results),
-        "max_clicks": max_clicks,
-    }
-    for threshold in THRESHOLDS:
-        nocs = [r.noc(threshold, max_clicks) for r in results]
-        key = f"{round(threshold * 100)}"
-        summary[f"noc{key}"] = round(float(np.mean(nocs)), 4)
-        summary[f"failures{key}"] = int(sum(1 for r in results if not np.any(np.asarray(r.ious) >= threshold)))
-    summary["miou_curve"] = [round(float(v), 5) for v in ious.mean(axis=0)]
-    summary["seconds_per_click"] = round(float(np.mean(clicked)), 5) if clicked else 0.0
-    summary["seconds_per_click_p95"] = round(float(np.percentile(clicked, 95)), 5) if clicked else 0.0
-    return summary
+    return summarize_runs(results, dataset, max_clicks)
 
 
 def write_csv(results: Sequence[SampleResult], path: pathlib.Path, max_clicks: int) -> None:
@@ -144,7 +83,7 @@ def write_csv(results: Sequence[SampleResult], path: pathlib.Path, max_clicks: i
                         + [f"iou_{k}" for k in range(1, max_clicks + 1)])
         for r in results:
             clicked = [s for s in r.seconds if s > 0]
-            writer.writerow([r.sample_id, *(r.noc(t, max_clicks) for t in THRESHOLDS),
+            writer.writerow([r.sample_id, *(r.noc(t) for t in THRESHOLDS),
                              f"{r.ious[0]:.4f}", f"{r.ious[min(4, len(r.ious) - 1)]:.4f}", f"{r.ious[-1]:.4f}",
                              f"{np.mean(clicked) if clicked else 0:.4f}"] + [f"{v:.4f}" for v in r.ious])
 

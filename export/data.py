@@ -1,9 +1,7 @@
 """Training data: object discovery, the fixed validation split, augmented crops, click sampling.
 
-A dataset folder is ``DIR/images/<id>.<ext>`` + ``DIR/masks/<id>.png``. A mask is either one
-object (0 background, 128 ignored, anything else object) or, for instance-id sets
-(``COCO128seg``), ``k`` = the k-th instance; each instance covering more than
-``min_object_fraction`` of the image is one training object.
+Dataset folders and their mask conventions (binary, instance ids, MSRC's 255 ignore) are read by
+:mod:`clickmask.datasets`, the one reader shared with evaluation.
 
 Everything here is numpy/OpenCV; the clicks use ``clickmask.client`` (the one copy of the
 encoding and the clicker shared with serving).
@@ -21,65 +19,15 @@ import numpy as np
 
 from clickmask.client.clicker import next_click
 from clickmask.client.clicks import Click
+from clickmask.datasets import EVALUATION_ONLY_SETS, ObjectRef, list_objects, load_object
+from clickmask.datasets import read_image as load_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-INSTANCE_ID_SETS = frozenset({"COCO128seg"})
-EVALUATION_ONLY_SETS = frozenset({"GrabCut", "Berkeley"})
-IGNORE_VALUE = 128
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """One training object: an image, its mask file, and which mask value is the object.
-
-    ``instance_id`` is None for single-object masks (any non-zero value except 128 is object).
-    """
-
-    dataset: str
-    sample_id: str
-    image_path: str
-    mask_path: str
-    instance_id: int | None = None
-
-    @property
-    def group(self) -> str:
-        """Objects of the same image share a group; the split never separates a group."""
-        # COCO_MVal ids are "<category><k>_<coco image id>": several objects per image.
-        return f"{self.dataset}/{self.sample_id.rsplit('_', 1)[-1]}"
-
-
-def _image_for(images_dir: Path, sample_id: str) -> Path | None:
-    for ext in IMAGE_EXTENSIONS:
-        path = images_dir / f"{sample_id}{ext}"
-        if path.is_file():
-            return path
-    return None
-
+__all__ = ["EVALUATION_ONLY_SETS", "ObjectRef", "discover_objects", "load_image", "load_object", "split_objects",
+           "AugmentConfig", "TrainSample", "augment", "ClickSamplerConfig", "sample_initial_clicks"]
 
 def discover_objects(root: str | Path, dataset: str, min_object_fraction: float = 0.01) -> list[ObjectRef]:
-    """List the objects of ``root/dataset`` in a stable (sorted) order."""
-    if dataset in EVALUATION_ONLY_SETS:
-        raise ValueError(f"{dataset} is an evaluation-only set: never train, tune or select on it")
-    base = Path(root) / dataset
-    masks_dir, images_dir = base / "masks", base / "images"
-    if not masks_dir.is_dir() or not images_dir.is_dir():
-        raise FileNotFoundError(f"{base} needs images/ and masks/ folders (see ../shared/datasets/README.md)")
-    objects = []
-    for mask_path in sorted(masks_dir.glob("*.png")):
-        image_path = _image_for(images_dir, mask_path.stem)
-        if image_path is None:
-            continue
-        if dataset in INSTANCE_ID_SETS:
-            mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-            ids, counts = np.unique(mask, return_counts=True)
-            for k, count in zip(ids.tolist(), counts.tolist()):
-                if k != 0 and count > min_object_fraction * mask.size:
-                    objects.append(ObjectRef(dataset, mask_path.stem, str(image_path), str(mask_path), int(k)))
-        else:
-            objects.append(ObjectRef(dataset, mask_path.stem, str(image_path), str(mask_path)))
-    if not objects:
-        raise FileNotFoundError(f"no image/mask pairs found under {base}")
-    return objects
+    """The training objects of ``root/dataset`` in a stable (sorted) order (the one dataset reader)."""
+    return list_objects(root, dataset, min_object_fraction=min_object_fraction, training=True)
 
 
 def _hash_unit(text: str, seed: int) -> float:
@@ -106,31 +54,6 @@ def split_objects(objects: list[ObjectRef], val_fraction: float, seed: int) -> t
     return train, val
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """HxWx3 uint8 RGB (grayscale files are expanded to 3 channels)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def load_object(obj: ObjectRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image HxWx3 uint8, gt HxW bool, ignore HxW bool)`` of one object."""
-    image = load_image(obj.image_path)
-    mask = cv2.imread(obj.mask_path, cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise FileNotFoundError(f"cannot read mask {obj.mask_path}")
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"{obj.mask_path}: mask {mask.shape} and image {image.shape[:2]} differ in size")
-    if obj.instance_id is None:
-        ignore = mask == IGNORE_VALUE
-        gt = (mask != 0) & ~ignore
-    else:
-        ignore = np.zeros(mask.shape, bool)
-        gt = mask == obj.instance_id
-    return image, gt, ignore
-
-
 # ------------------------------------------------------------------------------ augmentation
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -138,7 +61,7 @@ class AugmentConfig:
     view_size: int = 320  # the serving size S: full views keep the object's pixel scale at S
     scale_min: float = 0.85
     scale_max: float = 1.3
-    zoom_fraction: tuple[float, float] = (0.3, 0.8)  # object's longer side / crop, zoomed views
+    zoom_fraction: tuple[float, float] = (0.3, 0.8)  # object's longer side / max(crop, S), zoomed views
     zoom_prob: float = 0.5
     color_jitter: float = 0.2
     flip: bool = True
@@ -182,7 +105,7 @@ def augment(image: np.ndarray, gt: np.ndarray, ignore: np.ndarray, cfg: AugmentC
 
     Two views, like serving: the whole image resized so its longer side is ``view_size``
     (the serving S, times a scale jitter), as for the first click; or a zoom-in around the
-    object (its longer side a ``zoom_fraction`` of the crop), as after zoom-in. Content smaller than the crop sits at
+    object (its longer side a ``zoom_fraction`` of max(crop, S)), as after zoom-in. Content smaller than the crop sits at
     the top-left with zero padding, exactly like ``CropTransform``. Returns None when the
     object ends up too small.
     """
@@ -195,7 +118,8 @@ def augment(image: np.ndarray, gt: np.ndarray, ignore: np.ndarray, cfg: AugmentC
     full_scale = cfg.view_size / max(height, width)
     if rng.random() < cfg.zoom_prob:
         # a zoom-in never shows the image smaller than the full view does
-        scale = size * rng.uniform(*cfg.zoom_fraction) / max(bx1 - bx0, by1 - by0)
+        # relative to the serving size S: after zoom-in the object fills about S / 1.4
+        scale = max(size, cfg.view_size) * rng.uniform(*cfg.zoom_fraction) / max(bx1 - bx0, by1 - by0)
         scale = min(max(scale, full_scale * cfg.scale_min), 4.0 * full_scale)
     else:
         scale = full_scale * rng.uniform(cfg.scale_min, cfg.scale_max)

@@ -10,10 +10,10 @@
   training crop, and ``prev_mask`` quantised to 1/255 like the uint8 contract, so training
   sees what serving sends.
 - Adam (5e-4, betas 0.9/0.999), encoder at 0.1 x lr, linear warm-up then cosine decay.
-- Validation: NoC@90 (standard clicker, at most 20 clicks) on a fixed held-out part of the
-  training sets, through the uint8 contract exactly as served (``ContractWrapper`` +
-  ``encode_inputs``/``decode_prob``); ``best.pt`` is the checkpoint with the lowest NoC@90.
-  GrabCut and Berkeley are never read.
+- Validation: NoC@90 on the committed validation list (``--val-list``; held-out training-set
+  objects) through the same ``Session`` (zoom-in, threshold) and protocol runner as
+  ``clickmask eval``, with the network in torch behind the uint8 contract; ``best.pt`` is the
+  checkpoint with the lowest NoC@90. GrabCut and Berkeley are never read.
 
 Outputs in ``--output``: ``config.json`` (every hyper-parameter), ``last.pt`` (resumable,
 written every few minutes), ``best.pt`` (float16 weights by default), ``metrics.jsonl``.
@@ -34,9 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-from clickmask.client.clicker import iou, next_click
+from clickmask.benchmarks.accuracy import evaluate_sample
+from clickmask.client.clicker import next_click
 from clickmask.client.clicks import Click
-from clickmask.client.encoding import CropTransform, decode_prob, encode_clicks, encode_inputs
+from clickmask.client.encoding import CropTransform, encode_clicks
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (
@@ -51,9 +52,11 @@ from .data import (
     sample_initial_clicks,
     split_objects,
 )
+from clickmask.datasets import read_object_list
+
 from .losses import IGNORE_LABEL, RITMLoss
 from .networks import build_network
-from .onnx_export import ContractWrapper
+from .torch_predictor import TorchPredictor
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -74,11 +77,21 @@ def resolve_device(name: str) -> torch.device:
 
 # ------------------------------------------------------------------------------ data split
 def load_split(cfg: TrainConfig) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Train objects and the fixed validation subset (``val_samples``, round-robin over sets)."""
+    """Train objects and the validation objects.
+
+    With ``val_list`` the validation objects are that committed list, and no image of it (nor of
+    the seeded held-out split) is trained on; otherwise ``val_samples`` of the split, round-robin
+    over sets.
+    """
     objects = []
     for name in cfg.train_sets:
         objects += discover_objects(cfg.data_root, name, cfg.min_object_fraction)
     train_objs, val_objs = split_objects(objects, cfg.val_fraction, cfg.seed)
+    if cfg.val_list:
+        listed = read_object_list(cfg.val_list, cfg.data_root)
+        held_out = {o.group for o in listed}
+        train_objs = [o for o in train_objs if o.group not in held_out]
+        return train_objs, listed
     by_set: dict[str, list[ObjectRef]] = {}
     for obj in val_objs:
         by_set.setdefault(obj.dataset, []).append(obj)
@@ -98,7 +111,45 @@ class Batch:
     clicks: list[list[Click]]
 
 
-def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator) -> Batch:
+def parse_set_weights(spec: str, objects: list[ObjectRef]) -> tuple[list[list[ObjectRef]], np.ndarray] | None:
+    """Objects grouped by set, and each set's sampling probability (None: uniform over objects)."""
+    if not spec.strip():
+        return None
+    by_set: dict[str, list[ObjectRef]] = {}
+    for obj in objects:
+        by_set.setdefault(obj.dataset, []).append(obj)
+    named: dict[str, float] = {}
+    for part in spec.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or weight < 0:
+            raise ValueError(f"--set-weights: {part!r} is not NAME=WEIGHT with a weight >= 0")
+        if name not in by_set:
+            raise ValueError(f"--set-weights: {name!r} is not a training set here ({', '.join(sorted(by_set))})")
+        named[name] = weight
+    total = len(objects)
+    unnamed_share = max(0.0, 1.0 - sum(named.values()))
+    unnamed_count = sum(len(v) for k, v in by_set.items() if k not in named) or 1
+    names = sorted(by_set)
+    weights = np.array([named[n] if n in named else unnamed_share * len(by_set[n]) / unnamed_count for n in names])
+    if weights.sum() <= 0:
+        raise ValueError(f"--set-weights {spec!r} gives every set weight 0 (of {total} objects)")
+    return [by_set[n] for n in names], weights / weights.sum()
+
+
+def _draw_object(objects: list[ObjectRef], sets, rng: np.random.Generator) -> ObjectRef:
+    if sets is None:
+        return objects[int(rng.integers(len(objects)))]
+    groups, probs = sets
+    group = groups[int(rng.choice(len(groups), p=probs))]
+    return group[int(rng.integers(len(group)))]
+
+
+def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator, sets=None) -> Batch:
     aug = AugmentConfig(crop_size=cfg.crop_size, view_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
                         color_jitter=cfg.color_jitter, flip=cfg.flip)
     clicker_cfg = ClickSamplerConfig(max_pos=cfg.max_pos_clicks, max_neg=cfg.max_neg_clicks)
@@ -108,7 +159,7 @@ def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Genera
         attempts += 1
         if attempts > 50 * cfg.batch_size:
             raise RuntimeError("could not draw a training batch: objects too small for the crop size?")
-        obj = objects[int(rng.integers(len(objects)))]
+        obj = _draw_object(objects, sets, rng)
         image, gt, ignore = load_object(obj)
         sample = augment(image, gt, ignore, aug, rng)
         if sample is None:
@@ -181,46 +232,23 @@ class ValResult:
 
 def validate(net: torch.nn.Module, objects: list[ObjectRef], size: int, max_clicks: int,
              device: torch.device) -> ValResult:
-    """NoC@85/90 with the standard clicker, run through the uint8 contract as served."""
-    wrapper = ContractWrapper(net).eval()
+    """NoC@85/90 through the same ``Session`` and protocol runner as ``clickmask eval``.
+
+    Each run stops once IoU reaches 0.90 (NoC@85 and NoC@90 are known by then); the scoring
+    rule (a run that never reaches the target counts as ``max_clicks``, and fails) is the
+    runner's. Only the arithmetic differs from eval: FP32 torch instead of ONNX Runtime.
+    """
     was_training = net.training
     net.eval()
+    predictor = TorchPredictor(net, size, device)
     start = time.perf_counter()
-    nocs85, nocs90, first_ious = [], [], []
-    with torch.inference_mode():
-        for obj in objects:
-            image, gt, ignore = load_object(obj)
-            t = CropTransform.full(gt.shape[0], gt.shape[1], size)
-            clicks: list[Click] = []
-            prob = None
-            pred = np.zeros_like(gt)
-            noc85 = noc90 = max_clicks
-            for k in range(1, max_clicks + 1):
-                click = next_click(gt, pred, ignore, previous=clicks)
-                if click is None:
-                    break
-                clicks.append(click)
-                feeds = encode_inputs(image, clicks, prob, t)
-                out = wrapper(*(torch.from_numpy(feeds[n])[None].to(device)
-                                for n in ("image", "clicks", "prev_mask")))
-                prob = decode_prob(out[0].cpu().numpy(), t, gt.shape)
-                pred = prob >= 0.5
-                score = iou(gt, pred, ignore)
-                if k == 1:
-                    first_ious.append(score)
-                if score >= 0.85 and noc85 == max_clicks:
-                    noc85 = k
-                if score >= 0.90:
-                    noc90 = k
-                    break
-            nocs85.append(noc85)
-            nocs90.append(noc90)
+    runs = [evaluate_sample(predictor, obj, max_clicks, stop_iou=0.90) for obj in objects]
     net.train(was_training)
     return ValResult(
-        noc85=float(np.mean(nocs85)), noc90=float(np.mean(nocs90)),
-        failures90=int(sum(n >= max_clicks for n in nocs90)),
-        miou_at_1=float(np.mean(first_ious)) if first_ious else 0.0,
-        num_samples=len(objects), seconds=time.perf_counter() - start,
+        noc85=float(np.mean([r.noc(0.85) for r in runs])), noc90=float(np.mean([r.noc(0.90) for r in runs])),
+        failures90=int(sum(r.failed(0.90) for r in runs)),
+        miou_at_1=float(np.mean([r.iou_at(1) for r in runs])) if runs else 0.0,
+        num_samples=len(runs), seconds=time.perf_counter() - start,
     )
 
 
@@ -288,6 +316,7 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     torch.manual_seed(cfg.seed)
 
     train_objs, val_objs = load_split(cfg)
+    sets = parse_set_weights(cfg.set_weights, train_objs)
     log.info("training on %d objects from %s; validating on %d held-out objects; device %s",
              len(train_objs), ", ".join(cfg.train_sets), len(val_objs), device)
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -331,7 +360,7 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
         while step < cfg.iters:
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.seed, step])
-            batch = make_batch(train_objs, cfg, rng)
+            batch = make_batch(train_objs, cfg, rng, sets)
             image = _images(batch.samples).to(device)
             labels = _labels(batch.samples).to(device)
             rounds = int(rng.integers(0, cfg.max_extra_rounds + 1))
@@ -357,7 +386,9 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_ema:.4f}", noc90=last_noc, refresh=False)
-            if step % cfg.val_every == 0 or step == cfg.iters:
+            if cfg.snapshot_every and (step % cfg.snapshot_every == 0 or step == cfg.iters):
+                save_checkpoint(out / f"step-{step:06d}.pt", net, _model_config(cfg, step=step), half=True)
+            if cfg.val_every and val_objs and (step % cfg.val_every == 0 or step == cfg.iters):
                 result = validate(net, val_objs, cfg.input_size, cfg.val_max_clicks, device)
                 last_noc = f"{result.noc90:.2f}"
                 metrics.write(json.dumps({"step": step, "val": result.to_dict()}) + "\n")

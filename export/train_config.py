@@ -25,6 +25,10 @@ class TrainConfig:
                                        "training sets under data_root (never GrabCut or Berkeley)")
     val_fraction: float = _opt(0.05, "fraction of every training set held out for validation (seeded, fixed)")
     min_object_fraction: float = _opt(0.01, "instance-id masks: keep objects covering more than this fraction")
+    set_weights: str = _opt("", "sampling weight of each training set, e.g. 'CCP=0.3,MSRC=0.1' (sets not named "
+                                "keep a weight proportional to their object count; empty: uniform over objects)")
+    val_list: str = _opt("", "committed validation list (one DATASET/<id>[#k] per line); its images are never "
+                             "trained on. Empty: val_samples objects of the seeded val_fraction split")
     # network
     network: str = _opt("efficientnet-lite0", "registered network name")
     input_size: int = _opt(320, "serving size S recorded in the checkpoint")
@@ -58,7 +62,9 @@ class TrainConfig:
     # validation and checkpoints
     val_samples: int = _opt(40, "validation samples for NoC@90 (fixed subset)")
     val_max_clicks: int = _opt(20, "max clicks in validation")
-    val_every: int = _opt(500, "validate every N steps (and at the end)")
+    val_every: int = _opt(500, "validate every N steps (and at the end); 0: no validation during training")
+    snapshot_every: int = _opt(0, "keep step-NNNNNN.pt (float16) every N steps, to score later with "
+                                  "'clickmask select' (0: none)")
     checkpoint_minutes: float = _opt(5.0, "write last.pt at least this often (minutes)")
     half_best: bool = _opt(True, "store best.pt weights as float16 (loaded back as float32)")
     # runtime

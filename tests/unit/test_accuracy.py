@@ -1,6 +1,8 @@
 """NoC bookkeeping and the eval summary's contract keys, on synthetic results (no model)."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -9,13 +11,13 @@ from clickmask.client.errors import InvalidInputError
 
 
 def _result(ious):
-    return SampleResult("s", tuple(ious), tuple(0.01 for _ in ious), ())
+    return SampleResult("s", tuple(ious), tuple(0.01 for _ in ious), (), max_clicks=len(ious))
 
 
 def test_noc_is_the_first_click_reaching_the_threshold_else_max_clicks():
     r = _result([0.5, 0.86, 0.91, 0.96])
-    assert (r.noc(0.85, 4), r.noc(0.90, 4), r.noc(0.95, 4)) == (2, 3, 4)
-    assert _result([0.5, 0.6, 0.7, 0.8]).noc(0.85, 4) == 4
+    assert (r.noc(0.85), r.noc(0.90), r.noc(0.95)) == (2, 3, 4)
+    assert _result([0.5, 0.6, 0.7, 0.8]).noc(0.85) == 4
 
 
 def test_summary_has_the_contract_keys_and_counts_failures():
@@ -42,7 +44,7 @@ def test_berkeley_style_instance_ids_find_their_shared_image(tmp_path):
     for sid in ("42a", "42b"):
         cv2.imwrite(str(tmp_path / "masks" / f"{sid}.png"), np.zeros((4, 4), np.uint8))
     samples = list_samples(tmp_path)
-    assert [s.image_path.name for s in samples] == ["42.jpg", "42.jpg"]
+    assert [pathlib.Path(s.image_path).name for s in samples] == ["42.jpg", "42.jpg"]
 
 
 def test_accuracy_table_puts_our_row_beside_the_published_ones(tmp_path):

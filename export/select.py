@@ -1,0 +1,147 @@
+"""``clickmask select``: score checkpoints on the committed validation list, object by object.
+
+Each checkpoint is exported to ONNX (with the parity check) and run in-process by ONNX Runtime
+through the same ``Session`` and protocol runner as ``clickmask eval``, so the number that picks
+a checkpoint is the number users see. Runs stop at IoU 0.90 (NoC@85/90 are known by then).
+Per-object NoC@90 is cached beside the output (keyed by the checkpoint's bytes, S and the list),
+so re-scoring a run's snapshots costs only the new ones.
+
+The comparison is paired: every candidate against the first checkpoint (the baseline) on the
+same objects, with the mean difference, a bootstrap 95% interval of it, and wins/losses.
+
+    clickmask select export/checkpoints/clickmask-lite0.pt runs/v4/step-*.pt --size 448 --out runs/select
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from clickmask.datasets import read_object_list
+
+from .val_list import DEFAULT_LIST
+
+
+def _digest(path: pathlib.Path, extra: str) -> str:
+    h = hashlib.sha256(path.read_bytes())
+    h.update(extra.encode())
+    return h.hexdigest()[:16]
+
+
+def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, threads: int, max_clicks: int,
+                     progress: bool = True, session_options: dict | None = None) -> dict:
+    """Per-object NoC@85/NoC@90 of one checkpoint (ONNX Runtime, the eval path)."""
+    from clickmask.benchmarks.accuracy import evaluate
+    from clickmask.local import LocalPredictor
+
+    from .checkpoint import load_checkpoint
+    from .onnx_export import export_onnx
+
+    net, config = load_checkpoint(checkpoint)
+    size = size or int(config.get("input_size", 320))
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = pathlib.Path(tmp) / "model.onnx"
+        export_onnx(net, onnx_path, size=size, check=True)
+        predictor = LocalPredictor(onnx_path, threads=threads)
+        start = time.perf_counter()
+        runs = evaluate(predictor, objects, max_clicks=max_clicks, progress=progress,
+                        desc=checkpoint.name, stop_iou=0.90, **(session_options or {}))
+    seconds = [s for r in runs for s in r.seconds if s > 0]
+    return {
+        "checkpoint": str(checkpoint), "size": size, "step": config.get("step"),
+        "objects": [o.key for o in objects],
+        "noc90": [r.noc(0.90) for r in runs], "noc85": [r.noc(0.85) for r in runs],
+        "failed90": [r.failed(0.90) for r in runs],
+        "seconds_per_click": float(np.mean(seconds)) if seconds else 0.0,
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def paired(base: np.ndarray, cand: np.ndarray, rounds: int = 2000, seed: int = 0) -> dict:
+    """Mean of ``cand - base``, its bootstrap 95% interval, and wins (fewer clicks) / losses."""
+    diff = cand.astype(float) - base.astype(float)
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, diff.size, (rounds, diff.size))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"delta": float(diff.mean()), "ci95": [float(lo), float(hi)],
+            "wins": int((diff < 0).sum()), "losses": int((diff > 0).sum()), "ties": int((diff == 0).sum())}
+
+
+def _by_set(keys: list[str], values: list[int]) -> dict[str, float]:
+    groups: dict[str, list[int]] = {}
+    for key, value in zip(keys, values):
+        groups.setdefault(key.split("/", 1)[0], []).append(value)
+    return {k: float(np.mean(v)) for k, v in groups.items()}
+
+
+def comparison_table(scores: list[dict]) -> str:
+    base = scores[0]
+    sets = list(_by_set(base["objects"], base["noc90"]))
+    head = ["checkpoint", "S", "NoC@90", "fail@90", "Δ vs first [95% CI]", "wins/losses", *sets, "s/click"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in scores:
+        p = paired(np.array(base["noc90"]), np.array(s["noc90"]))
+        per_set = _by_set(s["objects"], s["noc90"])
+        delta = "-" if s is base else f"{p['delta']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
+        wl = "-" if s is base else f"{p['wins']}/{p['losses']}"
+        lines.append("| " + " | ".join([pathlib.Path(s["checkpoint"]).name, str(s["size"]),
+                                         f"{np.mean(s['noc90']):.2f}", str(sum(s["failed90"])), delta, wl,
+                                         *(f"{per_set[k]:.2f}" for k in sets),
+                                         f"{1000 * s['seconds_per_click']:.0f} ms"]) + " |")
+    return "\n".join(lines)
+
+
+def add_select_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "select", help="score checkpoints on the validation list (paired, through the eval runner)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", type=pathlib.Path, help="the first one is the baseline")
+    p.add_argument("--val-list", type=pathlib.Path, default=DEFAULT_LIST, help="default: %(default)s")
+    p.add_argument("--data-root", type=pathlib.Path, default=pathlib.Path("../shared/datasets"))
+    p.add_argument("--size", type=int, nargs="+", default=None,
+                   help="serving size(s) S to score at (default: each checkpoint's own)")
+    p.add_argument("--limit", type=int, default=None, help="first N objects of the list only")
+    p.add_argument("--max-clicks", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/select"),
+                   help="folder for the cache, scores.json and table.md (default: %(default)s)")
+    p.set_defaults(func=_cmd_select)
+    return p
+
+
+def _cmd_select(args) -> int:
+    missing = [str(c) for c in args.checkpoints if not c.is_file()]
+    if missing:
+        print(f"clickmask select: error: no such checkpoint: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    objects = read_object_list(args.val_list, args.data_root)
+    if args.limit:
+        objects = objects[:args.limit]
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache_dir = args.out / "cache"
+    cache_dir.mkdir(exist_ok=True)
+    list_tag = hashlib.sha256("\n".join(o.key for o in objects).encode()).hexdigest()[:12]
+    scores = []
+    for size in (args.size or [None]):
+        for ckpt in args.checkpoints:
+            cache = cache_dir / f"{_digest(ckpt, f'{size}:{list_tag}:{args.max_clicks}')}.json"
+            if cache.is_file():
+                score = json.loads(cache.read_text())
+            else:
+                score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks)
+                cache.write_text(json.dumps(score) + "\n")
+            score["checkpoint"] = str(ckpt)
+            scores.append(score)
+            print(f"{ckpt}: S={score['size']} NoC@90 {np.mean(score['noc90']):.3f}, "
+                  f"{sum(score['failed90'])} of {len(objects)} never reach 90%", flush=True)
+    table = comparison_table(scores)
+    (args.out / "scores.json").write_text(json.dumps(scores) + "\n")
+    (args.out / "table.md").write_text(f"validation list {args.val_list} ({len(objects)} objects)\n\n{table}\n")
+    print(table)
+    return 0
