@@ -15,13 +15,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from clickmask.client.contract import INPUT_CHANNELS, OUTPUT_NAME
+
 from clickmask.errors import RequestError
 
 LOGGER = logging.getLogger(__name__)
 
 #: Contract inputs and their channel count; every tensor is UINT8 [batch, C, S, S].
-INPUT_CHANNELS = {"image": 3, "clicks": 2, "prev_mask": 1}
-OUTPUT_NAME = "mask_prob"
 
 InferFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 

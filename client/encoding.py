@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .contract import DEFAULT_SIZE, DISK_RADIUS
 from ._validate import check_prob_2d, check_rgb_image, describe
 from .clicks import Click
 from .errors import InvalidInputError
@@ -43,8 +44,6 @@ __all__ = [
     "decode_prob",
 ]
 
-DEFAULT_SIZE = 320
-DISK_RADIUS = 5
 
 
 def _round_half_up(value: float) -> int:

@@ -26,12 +26,14 @@ import logging
 import pathlib
 import shutil
 
+from clickmask.client.contract import (INPUT_CHANNELS, MODEL_NAME, OUTPUT_CHANNELS, OUTPUT_NAME,  # noqa: F401
+                                      SIZE_PARAMETER)
+
 LOGGER = logging.getLogger(__name__)
 
-MODEL_NAME = "clickmask"
 #: Contract tensors and their channel count (per request; Triton adds the batch dimension).
-INPUTS = (("image", 3), ("clicks", 2), ("prev_mask", 1))
-OUTPUT = ("mask_prob", 1)
+INPUTS = tuple(INPUT_CHANNELS.items())
+OUTPUT = (OUTPUT_NAME, OUTPUT_CHANNELS)
 DEFAULT_MAX_BATCH_SIZE = 16
 DEFAULT_QUEUE_DELAY_US = 2000
 #: Queue policy of the embedded default: past this many queued requests Triton rejects at once
@@ -157,7 +159,7 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us,
                             max_queue_size, queue_timeout_us)
     text += f"instance_group [ {{ count: {instance_count}, kind: KIND_CPU }} ]\n"
-    text += _parameters({"input_size": str(contract.size), "onnx_file": onnx_file,
+    text += _parameters({SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file,
                          "intra_op_threads": str(intra_op_threads)})
     text += _warmup_block(contract.size, (1,))
     return text
@@ -187,7 +189,7 @@ def onnxruntime_config(contract: Contract, *, gpu: bool = False, tensorrt_fp16: 
     text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us)
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     text += f"instance_group [ {{ count: {instance_count}, kind: {kind} }} ]\n"
-    params = {"input_size": str(contract.size)}
+    params = {SIZE_PARAMETER: str(contract.size)}
     if intra_op_threads:
         params["intra_op_thread_count"] = str(intra_op_threads)
     text += _parameters(params)
@@ -225,7 +227,7 @@ def tensorrt_config(contract: Contract, *, opt_batch: int | None = None, instanc
     text += _io_block(contract.size)
     text += _batching_block(preferred, queue_delay_us)
     text += f"instance_group [ {{ count: {instance_count}, kind: KIND_GPU }} ]\n"
-    text += _parameters({"input_size": str(contract.size)})
+    text += _parameters({SIZE_PARAMETER: str(contract.size)})
     if cuda_graphs:
         specs = "".join(f"  graph_spec {{ batch_size: {b} }}\n" for b in sorted({1, *preferred}))
         text += f"optimization {{ cuda {{\n  graphs: true\n{specs}}} }}\n"

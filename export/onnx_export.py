@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from clickmask.client.contract import INPUT_NAMES, OUTPUT_NAME
+
 log = logging.getLogger(__name__)
 
-INPUT_NAMES = ("image", "clicks", "prev_mask")
-OUTPUT_NAME = "mask_prob"
 DEFAULT_OPSET = 17
 PARITY_BATCH_SIZES = (1, 4)
 # Tolerances: max |torch - onnx| in uint8 levels, and the fraction of pixels whose 0.5

@@ -31,13 +31,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from clickmask.client.clicker import iou, load_gt, next_click
+from clickmask.client.contract import INPUT_NAMES, OUTPUT_NAME
 from clickmask.client.encoding import CropTransform, decode_prob
 from clickmask.client.session import PROB_THRESHOLD, Session
 
 LOGGER = logging.getLogger(__name__)
 
-INPUT_NAMES = ("image", "clicks", "prev_mask")
-OUTPUT_NAME = "mask_prob"
 DEFAULT_OPT_BATCH = 4
 DEFAULT_MAX_BATCH = 16
 DEFAULT_WORKSPACE_MIB = 4096

@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from clickmask.client.contract import INPUT_NAMES
 from clickmask.client.session import Session
 
 from .onnx_export import ContractWrapper
 
-INPUT_ORDER = ("image", "clicks", "prev_mask")
+INPUT_ORDER = INPUT_NAMES
 
 
 class TorchPredictor:

@@ -9,21 +9,22 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from clickmask.serving import INPUT_CHANNELS, OUTPUT_NAME, OnnxPredictor, run_batch
+from clickmask.client.contract import INPUT_CHANNELS, OUTPUT_NAME, SIZE_PARAMETER
+from clickmask.serving import OnnxPredictor, run_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        self.size = int(params["input_size"])
+        self.size = int(params[SIZE_PARAMETER])
         model_dir = os.path.join(args["model_repository"], args["model_version"])
         onnx_path = os.path.join(model_dir, params.get("onnx_file", "model.onnx"))
         self.predictor = OnnxPredictor(onnx_path, threads=int(params.get("intra_op_threads", "0")))
         if self.predictor.size != self.size:
             raise ValueError(
                 f"{onnx_path} takes {self.predictor.size}x{self.predictor.size} inputs but config.pbtxt "
-                f"advertises input_size {self.size}; re-export with --size {self.size}"
+                f"advertises {SIZE_PARAMETER} {self.size}; re-export with --size {self.size}"
             )
         output_config = pb_utils.get_output_config_by_name(config, OUTPUT_NAME)
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
