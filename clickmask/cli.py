@@ -62,6 +62,9 @@ def _add_serve(sub) -> None:
                         "metadata; benchmarks need the key)")
     p.add_argument("--no-restart-on-backend-crash", dest="restart_on_backend_crash", action="store_false",
                    help="do not restart tritonserver when its Python-backend stub process dies")
+    p.add_argument("--grpc-response-compression", choices=server.RESPONSE_COMPRESSION_LEVELS, default="none",
+                   help="gzip inference responses at this level (default: %(default)s); about 100 KB less per "
+                        "click, see benchmarks/results/wire_size.md")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -76,6 +79,7 @@ def _cmd_serve(args) -> int:
         http_port=args.http_port, metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
         log_verbose=1 if args.verbose_server else 0, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, admin_key=admin_key, locked_down=args.lock_down,
+        grpc_response_compression=args.grpc_response_compression,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -202,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("clickmask.export.select", "add_select_parser"),
         ("clickmask.benchmarks.loadtest", "add_loadtest_parser"),
         ("clickmask.quality_sim", "add_quality_parser"),
+        ("clickmask.web.demo", "add_demo_parser"),
     ):
         try:
             module = __import__(module_name, fromlist=[function_name])

@@ -60,6 +60,8 @@ ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
 READ_ONLY_APIS = ("model-config", "statistics")
 _RESTRICTABLE = ADMIN_APIS + READ_ONLY_APIS
 _STUB_NAME = "triton_python_backend_stub"
+#: Values of tritonserver's --grpc-infer-response-compression-level.
+RESPONSE_COMPRESSION_LEVELS = ("none", "low", "medium", "high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,9 @@ class ServerConfig:
     #: Also put model-config and statistics behind the admin key.
     locked_down: bool = False
     model_control_mode: str = "none"
+    #: gzip level of inference responses (``--grpc-infer-response-compression-level``):
+    #: none, low, medium or high. Sent only to clients that accept gzip (gRPC clients do).
+    grpc_response_compression: str = "none"
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -101,6 +106,11 @@ class ServerConfig:
             raise ServerStartError(
                 "the admin key needs at least 16 characters of [A-Za-z0-9-_.]; "
                 "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            )
+        if self.grpc_response_compression not in RESPONSE_COMPRESSION_LEVELS:
+            raise ServerStartError(
+                f"grpc_response_compression must be one of {', '.join(RESPONSE_COMPRESSION_LEVELS)}, "
+                f"got {self.grpc_response_compression!r}"
             )
         if self.model_control_mode not in ("none", "poll", "explicit"):
             raise ServerStartError(f"model_control_mode must be none, poll or explicit, got {self.model_control_mode!r}")
@@ -257,6 +267,8 @@ class TritonServer:
             "--exit-on-error=true", "--strict-readiness=true",
             f"--log-verbose={cfg.log_verbose}",
             f"--model-control-mode={cfg.model_control_mode}",
+            *([f"--grpc-infer-response-compression-level={cfg.grpc_response_compression}"]
+              if cfg.grpc_response_compression != "none" else []),
             *self._security_args(),
             *cfg.extra_args,
         ]

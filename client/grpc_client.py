@@ -43,14 +43,17 @@ from .errors import (
     translate_grpc_error,
 )
 from .metrics import ClientMetrics
-from .session import AsyncSession, Session
+from .session import AsyncSession, Session, _initial_state
 
-__all__ = ["Client", "AsyncClient", "ModelInfo", "TensorSpec", "DEFAULT_URL", "DEFAULT_MODEL_NAME"]
+__all__ = ["Client", "AsyncClient", "ModelInfo", "TensorSpec", "DEFAULT_URL", "DEFAULT_MODEL_NAME",
+           "COMPRESSION_ALGORITHMS"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "127.0.0.1:8001"
 DEFAULT_MODEL_NAME = "clickmask"
+#: gRPC message compression a client can ask for on its inference requests.
+COMPRESSION_ALGORITHMS = ("gzip", "deflate")
 _GRPC_ERRORS = (InferenceServerException, grpc.RpcError)
 #: A retry is not started when less than this is left of the call's deadline.
 _MIN_ATTEMPT_S = 0.05
@@ -70,6 +73,7 @@ class _ClientBase:
         metrics: ClientMetrics | None,
         jitter: float = 0.5,
         headers: Mapping[str, str] | None = None,
+        compression: str | None = None,
     ) -> None:
         if not isinstance(url, str) or not url or "://" in url:
             raise InvalidInputError(f"expected url as 'host:port' (no scheme), got {url!r}")
@@ -89,8 +93,17 @@ class _ClientBase:
         self.retries = retries
         self.backoff_s = float(backoff_s)
         self.jitter = float(jitter)
+        if compression is not None and compression not in COMPRESSION_ALGORITHMS:
+            raise InvalidInputError(
+                f"compression must be one of {', '.join(COMPRESSION_ALGORITHMS)} or None, got {compression!r}"
+            )
         # Only sent when given, so that servers and test doubles without headers work alike.
         self._kwargs: dict[str, Any] = {"headers": dict(headers)} if headers else {}
+        #: gRPC compression of inference requests ("gzip", "deflate") or None.
+        self.compression = compression
+        self._infer_kwargs: dict[str, Any] = dict(self._kwargs)
+        if compression is not None:
+            self._infer_kwargs["compression_algorithm"] = compression
         self._random = random.Random()
         self._metrics = metrics
         if metrics is not None:
@@ -192,6 +205,12 @@ class Client(_ClientBase):
             self-signed server certificate, ``private_key``/``certificate_chain`` (PEM files)
             authenticate the client when the server asks for mutual TLS.
         headers: sent with every call, e.g. the admin key of a locked-down server.
+        compression: compress inference requests on the wire with ``"gzip"`` or
+            ``"deflate"`` (None: uncompressed). The click maps and the previous mask are
+            mostly zeros, so a request shrinks to about a third (benchmarks/wire_size.py);
+            responses are compressed when the server runs with
+            ``--grpc-infer-response-compression-level`` (``clickmask serve
+            --grpc-response-compression``).
 
     The model info (S, tensor names) is fetched on first use and cached; a thread may share
     one client.
@@ -212,8 +231,9 @@ class Client(_ClientBase):
         private_key: str | None = None,
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
+        compression: str | None = None,
     ) -> None:
-        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers)
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers, compression)
         self._info_lock = threading.Lock()
         self._triton = grpcclient.InferenceServerClient(url=url, **_tls_kwargs(
             ssl, root_certificates, private_key, certificate_chain))
@@ -289,7 +309,8 @@ class Client(_ClientBase):
         started = time.perf_counter()
         try:
             result = self._call(
-                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t, **self._kwargs)
+                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
+                                            **self._infer_kwargs)
             )
             array = self._read_output(result, info, len(requests))
         except ClickmaskError as error:
@@ -301,7 +322,8 @@ class Client(_ClientBase):
     def session(self, image: np.ndarray, **options: Any) -> Session:
         """Start a :class:`~clickmask.client.session.Session` on ``image`` (HxWx3 uint8 RGB).
 
-        ``options`` go to the session (``zoom_in``, ``expansion_ratio``, ``min_crop_size``).
+        ``options`` go to the session (``zoom_in``, ``expansion_ratio``, ``min_crop_size``,
+        ``initial_mask``: start from an existing HxW mask and refine it with clicks).
         """
         return Session(self, image, **options)
 
@@ -339,8 +361,9 @@ class AsyncClient(_ClientBase):
         private_key: str | None = None,
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
+        compression: str | None = None,
     ) -> None:
-        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers)
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers, compression)
         import tritonclient.grpc.aio as aio_grpcclient  # grpc.aio only when asked for
 
         self._aio = aio_grpcclient
@@ -412,7 +435,8 @@ class AsyncClient(_ClientBase):
         started = time.perf_counter()
         try:
             result = await self._call(
-                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t, **self._kwargs)
+                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
+                                            **self._infer_kwargs)
             )
             array = self._read_output(result, info, len(requests))
         except ClickmaskError as error:
@@ -422,10 +446,12 @@ class AsyncClient(_ClientBase):
         return array
 
     async def session(self, image: np.ndarray, **options: Any) -> AsyncSession:
-        """Start an :class:`~clickmask.client.session.AsyncSession` on ``image``."""
+        """Start an :class:`~clickmask.client.session.AsyncSession` on ``image`` (options as
+        :meth:`Client.session`)."""
         check_rgb_image(image)  # fail before any network call
+        seed = _initial_state(options.pop("initial_mask", None), image.shape[:2])
         await self.get_model_info()
-        return AsyncSession(self, image, **options)
+        return AsyncSession(self, image, _seed=seed, **options)
 
     async def close(self) -> None:
         """Close the gRPC channel."""

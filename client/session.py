@@ -125,17 +125,30 @@ class _SessionCore:
         expansion_ratio: float = 1.4,
         min_crop_size: int = 200,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+        initial_mask: np.ndarray | Mask | None = None,
+        _seed: _State | None = None,
     ) -> None:
         image = check_rgb_image(image, max_pixels=max_image_pixels)
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise InvalidInputError(f"the predictor's size must be a positive int, got {size!r}")
+        seed = _seed if _seed is not None else _initial_state(initial_mask, image.shape[:2])
         self._image = image.copy()
         self._image.setflags(write=False)
         self._size = int(size)
         self._zoom_in = zoom_in
         self._expansion_ratio = expansion_ratio
         self._min_crop_size = min_crop_size
-        self._states: list[_State] = [_State()]
+        self._states: list[_State] = [seed]
+
+    @property
+    def seeded(self) -> bool:
+        """True when the session started from an ``initial_mask``."""
+        return self._states[0].mask is not None
+
+    @property
+    def initial_mask(self) -> Mask | None:
+        """The mask the session started from (``initial_mask``), or None."""
+        return self._states[0].mask
 
     @property
     def image(self) -> np.ndarray:
@@ -144,7 +157,8 @@ class _SessionCore:
 
     @property
     def mask(self) -> Mask | None:
-        """The mask after the last click, or None before the first click."""
+        """The mask after the last click; before the first click the initial mask of a
+        seeded session, else None."""
         return self._states[-1].mask
 
     @property
@@ -176,7 +190,9 @@ class _SessionCore:
         clicks = state.clicks + (click,)
         roi = state.roi
         crop: Box = (0, 0, width, height)
-        if self._zoom_in and len(clicks) > 1 and state.mask is not None:
+        # From the second click on; from the first when a seeded session starts from a
+        # non-empty mask (the seed is the current mask).
+        if self._zoom_in and state.mask is not None and (len(clicks) > 1 or state.mask.area > 0):
             candidate = zoom_in_box(state.mask.array, clicks, self._expansion_ratio, self._min_crop_size)
             if candidate is not None:
                 if roi_needs_update(roi, candidate, clicks):
@@ -235,12 +251,60 @@ class _SessionCore:
     def _undo(self) -> Mask | None:
         if len(self._states) == 1:
             logger.debug("undo with no clicks: nothing to do")
-            return None
+            return self._states[0].mask
         self._states.pop()
         return self._states[-1].mask
 
     def _reset(self) -> None:
         del self._states[1:]
+
+
+def _initial_state(initial_mask: object, image_hw: tuple[int, int]) -> _State:
+    """The state before the first click: empty, or seeded with ``initial_mask``.
+
+    ``initial_mask`` is a :class:`Mask` (its probability is used when it has one), an HxW
+    bool array, or an HxW float array of probabilities in [0, 1]; nothing is converted
+    silently, so a 0/255 uint8 mask is refused with the conversion that fixes it.
+    """
+    if initial_mask is None:
+        return _State()
+    height, width = image_hw
+    if isinstance(initial_mask, Mask):
+        prob = initial_mask.prob if initial_mask.prob is not None else initial_mask.array.astype(np.float32)
+    elif not isinstance(initial_mask, np.ndarray):
+        raise InvalidInputError(
+            f"expected initial_mask as a Mask or an HxW numpy array (bool, or float in [0, 1]), got "
+            f"{type(initial_mask).__name__}; use np.asarray(...) or Mask.from_png(path)"
+        )
+    elif initial_mask.ndim != 2:
+        fix = " (drop the channel axis: mask[..., 0])" if initial_mask.ndim == 3 else ""
+        raise InvalidInputError(
+            f"expected initial_mask as an HxW array of the image's {height}x{width} pixels, got "
+            f"{describe(initial_mask)}{fix}"
+        )
+    elif initial_mask.dtype == np.bool_:
+        prob = initial_mask.astype(np.float32)
+    elif np.issubdtype(initial_mask.dtype, np.floating):
+        if initial_mask.size and (not np.isfinite(initial_mask).all() or initial_mask.min() < 0
+                                  or initial_mask.max() > 1):
+            raise InvalidInputError(
+                "initial_mask holds floats outside [0, 1] (or NaN/inf): pass probabilities in [0, 1], e.g. "
+                "np.clip(mask, 0, 1), or a bool mask"
+            )
+        prob = initial_mask.astype(np.float32)
+    else:
+        raise InvalidInputError(
+            f"expected initial_mask as a bool array or float probabilities in [0, 1], got {describe(initial_mask)}; "
+            "for a 0/255 (or instance-id) mask pass mask > 0, or Mask.from_png(path)"
+        )
+    if prob.shape != (height, width):
+        raise InvalidInputError(
+            f"initial_mask has shape {prob.shape} but the image is {height}x{width} (HxW); give a mask of the "
+            "image's size (resize it with cv2.INTER_NEAREST)"
+        )
+    prob = prob.copy()
+    prob.setflags(write=False)
+    return _State(prob=prob, mask=Mask(prob > PROB_THRESHOLD, prob))
 
 
 def _check_bool(value: object) -> bool:
@@ -264,6 +328,11 @@ class Session(_SessionCore):
         max_image_pixels: refuse larger images (default 64 megapixels; None: no limit).
             Each click keeps a float32 probability and a bool mask at full resolution
             (5 bytes per pixel) for undo, so memory grows with pixels x clicks.
+        initial_mask: start from an existing mask (a :class:`Mask`, an HxW bool array or
+            float probabilities in [0, 1], of the image's size) instead of nothing: the
+            first click sends it as the previous mask, and zoom-in crops around it from the
+            first click on. ``.mask`` is this mask before the first click, and ``undo``
+            / ``reset`` go back to it.
 
     When the predictor has a ``metrics`` attribute that is not None (a ``Client`` made with
     ``metrics=ClientMetrics(...)``), every successful click is recorded there: its latency,
@@ -272,7 +341,8 @@ class Session(_SessionCore):
 
     def __init__(self, predictor: Predictor, image: np.ndarray, **options) -> None:
         check_rgb_image(image, max_pixels=options.get("max_image_pixels", MAX_IMAGE_PIXELS))  # before .size
-        super().__init__(image, getattr(predictor, "size", None), **options)
+        seed = options.pop("_seed", None) or _initial_state(options.pop("initial_mask", None), image.shape[:2])
+        super().__init__(image, getattr(predictor, "size", None), _seed=seed, **options)
         self._predictor = predictor
         self._lock = threading.Lock()
 
@@ -294,13 +364,15 @@ class Session(_SessionCore):
     def undo(self) -> Mask | None:
         """Drop the last click and restore the state after the one before it.
 
-        Returns the restored mask, or None when no click is left (or there was none).
+        Returns the restored mask; when no click is left (or there was none) that is the
+        initial mask of a seeded session, else None.
         """
         with self._lock:
             return self._undo()
 
     def reset(self) -> None:
-        """Forget all clicks; the next click starts from an empty previous mask."""
+        """Forget all clicks; the next click starts from an empty previous mask (from the
+        initial mask in a seeded session)."""
         with self._lock:
             self._reset()
 
@@ -310,7 +382,8 @@ class AsyncSession(_SessionCore):
 
     def __init__(self, predictor: AsyncPredictor, image: np.ndarray, **options) -> None:
         check_rgb_image(image, max_pixels=options.get("max_image_pixels", MAX_IMAGE_PIXELS))
-        super().__init__(image, getattr(predictor, "size", None), **options)
+        seed = options.pop("_seed", None) or _initial_state(options.pop("initial_mask", None), image.shape[:2])
+        super().__init__(image, getattr(predictor, "size", None), _seed=seed, **options)
         self._predictor = predictor
         self._lock = asyncio.Lock()
 
