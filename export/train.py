@@ -22,6 +22,7 @@ Sampling depends only on ``(seed, step)``, so a resumed run sees the same batche
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ from .data import (
 from clickmask.datasets import read_object_list
 
 from .losses import IGNORE_LABEL, RITMLoss
-from .networks import build_network
+from .networks import NETWORKS, build_network
 from .torch_predictor import TorchPredictor
 from .train_config import TrainConfig
 
@@ -170,6 +171,52 @@ def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Genera
         samples.append(sample)
         clicks.append(sample_clicks)
     return Batch(samples, clicks)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Map-style dataset for ``workers > 0``: item i is the batch of step ``start + i``.
+
+    It is ``make_batch(objects, cfg, np.random.default_rng([cfg.seed, step]), sets)``, returned
+    with the generator's state after drawing it (the training step goes on drawing from it), so a
+    run with worker processes sees exactly the batches of a run without, and a resumed run the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(self, objects: list[ObjectRef], cfg: TrainConfig, sets, start: int):
+        self.objects, self.cfg, self.sets, self.start = objects, cfg, sets, int(start)
+
+    def __len__(self) -> int:
+        return max(0, self.cfg.iters - self.start)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Any], Batch]:
+        rng = np.random.default_rng([self.cfg.seed, self.start + int(index)])
+        batch = make_batch(self.objects, self.cfg, rng, self.sets)
+        return rng.bit_generator.state, batch
+
+
+def _as_is(item):
+    return item
+
+
+def _worker_init(_worker_id: int) -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def batch_stream(objects: list[ObjectRef], cfg: TrainConfig, sets, start: int):
+    """``(rng, batch)`` for steps ``start, start + 1, ...``: drawn here, or by ``cfg.workers`` processes."""
+    if cfg.workers <= 0:
+        for step in range(start, cfg.iters):
+            rng = np.random.default_rng([cfg.seed, step])
+            yield rng, make_batch(objects, cfg, rng, sets)
+        return
+    loader = torch.utils.data.DataLoader(StepBatches(objects, cfg, sets, start), batch_size=None, shuffle=False,
+                                         num_workers=cfg.workers, collate_fn=_as_is, worker_init_fn=_worker_init,
+                                         prefetch_factor=4)
+    for state, batch in loader:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+        yield rng, batch
 
 
 def _click_maps(clicks: list[list[Click]], size: int) -> torch.Tensor:
@@ -288,6 +335,15 @@ def _model_config(cfg: TrainConfig, **extra: Any) -> dict[str, Any]:
             "train": cfg.to_dict(), **extra}
 
 
+def _build_for_training(cfg: TrainConfig, weights_follow: bool) -> torch.nn.Module:
+    """The network to train; when its weights come from a checkpoint next (``--init-from``,
+    ``--resume``) the ImageNet encoder weights are not loaded, so their package is not needed."""
+    kwargs = {}
+    if weights_follow and "pretrained_encoder" in inspect.signature(NETWORKS[cfg.network]).parameters:
+        kwargs["pretrained_encoder"] = False
+    return build_network(cfg.network, **kwargs)
+
+
 def _resolve_config(overrides: dict[str, Any], resume: bool) -> TrainConfig:
     """Defaults (or, with ``resume``, the run's recorded config.json) updated by ``overrides``."""
     base = TrainConfig().to_dict()
@@ -323,7 +379,8 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     (out / "split.json").write_text(json.dumps({"val": [f"{o.dataset}/{o.sample_id}#{o.instance_id}"
                                                         for o in val_objs]}, indent=1) + "\n")
 
-    net = build_network(cfg.network).to(device)
+    weights_follow = (bool(cfg.init_from) and not resume) or (resume and (out / LAST_CHECKPOINT).is_file())
+    net = _build_for_training(cfg, weights_follow).to(device)
     groups = _param_groups(net, cfg)
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     criterion = RITMLoss(cfg.nfl_alpha, cfg.nfl_gamma, cfg.aux_weight)
@@ -356,11 +413,12 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     loss_ema = None
     last_noc = "-" if best_noc90 is None else f"{best_noc90:.2f}"
     net.train()
+    batches = batch_stream(train_objs, cfg, sets, step)
+    started = time.monotonic()
     try:
         while step < cfg.iters:
             t0 = time.perf_counter()
-            rng = np.random.default_rng([cfg.seed, step])
-            batch = make_batch(train_objs, cfg, rng, sets)
+            rng, batch = next(batches)
             image = _images(batch.samples).to(device)
             labels = _labels(batch.samples).to(device)
             rounds = int(rng.integers(0, cfg.max_extra_rounds + 1))
@@ -405,7 +463,11 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
             elif time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
                 save_last()
                 last_save = time.monotonic()
+            if cfg.max_minutes and time.monotonic() - started >= 60 * cfg.max_minutes:
+                log.info("stopping at step %d: --max-minutes %g reached", step, cfg.max_minutes)
+                break
     finally:
+        batches.close()  # ends the DataLoader's worker processes
         if bar is not None:
             bar.close()
         metrics.close()

@@ -37,6 +37,8 @@ class TrainConfig:
     # optimisation
     batch_size: int = _opt(8, "batch size")
     iters: int = _opt(6000, "total optimiser steps (cosine decay spans them)")
+    max_minutes: float = _opt(0.0, "stop after this many minutes of training (after the step in progress; "
+                                   "last.pt is written); 0: no time limit")
     lr: float = _opt(5e-4, "Adam learning rate")
     beta1: float = _opt(0.9, "Adam beta1")
     beta2: float = _opt(0.999, "Adam beta2")
@@ -70,7 +72,8 @@ class TrainConfig:
     # runtime
     seed: int = _opt(0, "random seed (data split, sampling, init)")
     threads: int = _opt(2, "torch CPU threads")
-    workers: int = _opt(0, "DataLoader worker processes")
+    workers: int = _opt(0, "DataLoader worker processes that draw the batches (0: in the training process); "
+                           "batch i is still a function of (seed, step)")
     device: str = _opt("auto", "auto, cpu or cuda")
     log_every: int = _opt(10, "update the progress bar / metrics.jsonl every N steps")
 
