@@ -24,7 +24,6 @@ import logging
 import os
 import pathlib
 import platform
-import re
 import shutil
 import tempfile
 import threading
@@ -32,9 +31,8 @@ import time
 
 import numpy as np
 
-from clickmask.benchmarks.accuracy import list_samples
-from clickmask.client.clicker import iou, load_gt, next_click
-from clickmask.imageio import read_mask, read_rgb
+from clickmask.client.protocol import ProtocolRun
+from clickmask.datasets import list_objects, load_object
 from clickmask.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
 
 LOGGER = logging.getLogger(__name__)
@@ -57,9 +55,8 @@ class LevelResult:
 def load_workload(dataset: pathlib.Path, limit: int):
     """Images and their ground truth, read once so disk time stays out of the timings."""
     items = []
-    for sample in list_samples(dataset, limit):
-        gt, ignore = load_gt(read_mask(sample.mask_path))
-        items.append((read_rgb(sample.image_path), gt, ignore))
+    for obj in list_objects(dataset, limit=limit):
+        items.append(load_object(obj))
     return items
 
 
@@ -68,24 +65,19 @@ def _annotator(predictor, workload, start_index, stop_at, clicks_per_object, lat
     while time.monotonic() < stop_at:
         image, gt, ignore = workload[index % len(workload)]
         index += 1
-        session = predictor.session(image)
-        pred = np.zeros_like(gt)
-        for _ in range(clicks_per_object):
-            click = next_click(gt, pred, ignore, previous=session.clicks)
-            if click is None or time.monotonic() >= stop_at:
+        run = ProtocolRun(predictor.session(image), gt, ignore, max_clicks=clicks_per_object, stop_iou=0.9)
+        while not run.done and time.monotonic() < stop_at:
+            click = run.intended()
+            if click is None:
                 break
-            start = time.perf_counter()
             try:
-                pred = session.click(x=click.x, y=click.y, positive=click.positive).array
+                run.step(click)
             except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
                 with lock:
                     errors.append(repr(exc))
                 break
-            elapsed = time.perf_counter() - start
             with lock:
-                latencies.append(elapsed)
-            if iou(gt, pred, ignore) >= 0.9:
-                break
+                latencies.append(run.seconds[-1])
 
 
 def _inference_stats(url: str) -> tuple[int, int]:
@@ -131,10 +123,10 @@ def repository_without_batching(source: pathlib.Path) -> pathlib.Path:
     """A copy of the model repository whose config has no dynamic_batching block."""
     target = pathlib.Path(tempfile.mkdtemp(prefix="clickmask-nobatch-"))
     shutil.copytree(source / "clickmask", target / "clickmask", ignore=shutil.ignore_patterns("__pycache__"))
-    config = target / "clickmask" / "config.pbtxt"
-    text = config.read_text()
-    text = re.sub(r"dynamic_batching\s*\{[^}]*\}\s*", "", text)
-    config.write_text(text)
+    from clickmask.export.model_config import Contract, onnx_input_size, python_config  # noqa: PLC0415
+
+    size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
+    (target / "clickmask" / "config.pbtxt").write_text(python_config(Contract(size), dynamic_batching=False))
     return target
 
 

@@ -200,27 +200,17 @@ def _free_port() -> int:
 
 def preflight(url: str, dataset: pathlib.Path, clicks: int = 4) -> None:
     """Fail with the fix when no model answers at ``url``; warm the model up with a few clicks."""
-    import numpy as np  # noqa: PLC0415
-
-    from clickmask.benchmarks.accuracy import list_samples  # noqa: PLC0415
     from clickmask.client import Client, ServerUnavailableError  # noqa: PLC0415
-    from clickmask.client.clicker import load_gt, next_click  # noqa: PLC0415
-    from clickmask.imageio import read_mask, read_rgb  # noqa: PLC0415
+    from clickmask.client.protocol import run_protocol  # noqa: PLC0415
+    from clickmask.datasets import list_objects, load_object  # noqa: PLC0415
 
-    sample = list_samples(dataset, 1)[0]
+    image, gt, ignore = load_object(list_objects(dataset, limit=1)[0])
     with Client(url, timeout_s=20, retries=0) as client:
         if not client.is_ready():
             raise ServerUnavailableError(
                 f"no ready clickmask model at {url}: start one with 'make serve' (or 'clickmask serve'), "
                 "pass --url HOST:PORT, or let the load test start its own with --start-server")
-        gt, ignore = load_gt(read_mask(sample.mask_path))
-        session = client.session(read_rgb(sample.image_path))
-        pred = np.zeros_like(gt)
-        for _ in range(clicks):
-            click = next_click(gt, pred, ignore, previous=session.clicks)
-            if click is None:
-                break
-            pred = session.click(x=click.x, y=click.y, positive=click.positive).array
+        run_protocol(client.session(image), gt, ignore, max_clicks=clicks)
 
 
 class _Target:

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from locust import User, events, task  # noqa: E402
 
 from clickmask.client import Client, ClickmaskError  # noqa: E402
-from clickmask.client.clicker import iou, load_gt, next_click  # noqa: E402
+from clickmask.client.protocol import ProtocolRun  # noqa: E402
 
 LOGGER = logging.getLogger("clickmask.locustfile")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -74,13 +74,11 @@ class _Workload:
     def get(cls, dataset: str, limit: int):
         with cls._lock:
             if cls._items is None:
-                from clickmask.benchmarks.accuracy import list_samples  # noqa: PLC0415
-                from clickmask.imageio import read_mask, read_rgb  # noqa: PLC0415
+                from clickmask.datasets import list_objects, load_object  # noqa: PLC0415
 
                 items = []
-                for sample in list_samples(pathlib.Path(dataset), limit or None):
-                    gt, ignore = load_gt(read_mask(sample.mask_path))
-                    items.append((sample.sample_id, read_rgb(sample.image_path), gt, ignore))
+                for obj in list_objects(pathlib.Path(dataset), limit=limit or None):
+                    items.append((obj.key, *load_object(obj)))
                 LOGGER.info("annotators work on %d samples of %s", len(items), dataset)
                 cls._items = items
             return cls._items
@@ -125,9 +123,10 @@ class Annotator(User):
     def _open_next(self) -> None:
         sample_id, image, gt, ignore = self.workload[self.next_index % len(self.workload)]
         self.next_index += 1
-        self.sample_id, self.gt, self.ignore = sample_id, gt, ignore
-        self.pred = np.zeros_like(gt)
+        self.sample_id = sample_id
         self.session = self.client.session(image)
+        self.run = ProtocolRun(self.session, gt, ignore, max_clicks=self.options.max_clicks,
+                               stop_iou=self.options.target_iou)
 
     @task
     def click(self) -> None:
@@ -139,7 +138,7 @@ class Annotator(User):
                 self._report("open session", 0.0, error)
                 self.session = None
                 return
-        click = next_click(self.gt, self.pred, self.ignore, previous=self.session.clicks)
+        click = self.run.intended()
         if click is None:  # nothing left to correct
             self.session = None
             return
@@ -147,7 +146,7 @@ class Annotator(User):
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            mask = self.session.click(x=click.x, y=click.y, positive=click.positive)
+            self.run.step(click)
         except ClickmaskError as exc:
             error = exc
         elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -155,8 +154,7 @@ class Annotator(User):
         if error is not None:
             self.session = None  # a person would start over on this object; we move on
             return
-        self.pred = mask.array
-        if iou(self.gt, self.pred, self.ignore) >= self.options.target_iou or index >= self.options.max_clicks:
+        if self.run.done:
             self.session = None
 
     def _report(self, name: str, response_time_ms: float, error: BaseException | None, response_length: int = 0):

@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from clickmask.client.clicker import iou, load_gt, next_click
+from clickmask import datasets
+from clickmask.client.clicks import Click
+from clickmask.client.protocol import ProtocolRun
+from clickmask.datasets import ObjectRef
 from clickmask.client.errors import InvalidInputError
 from clickmask.client.quality import BAD_IOU
 
@@ -75,59 +78,31 @@ def draw_annotator(rng: np.random.Generator) -> Annotator:
 
 
 # ------------------------------------------------------------------------------ objects
-@dataclass(frozen=True)
-class SimObject:
-    dataset: str
-    sample_id: str
-    image_path: pathlib.Path
-    mask_path: pathlib.Path
-    instance_id: int | None = None  # instance-id masks (COCO128seg): which value is the object
+SimObject = ObjectRef  # one object of a dataset folder (clickmask.datasets)
 
 
 def list_objects(dataset: pathlib.Path, min_object_fraction: float = 0.01, limit: int | None = None
-                 ) -> list[SimObject]:
-    """Objects of a dataset folder; instance-id masks give one object per instance over the fraction."""
-    from clickmask.benchmarks.accuracy import list_samples
-    from clickmask.imageio import read_mask
-
-    name = pathlib.Path(dataset).resolve().name
-    objects: list[SimObject] = []
-    for sample in list_samples(dataset):
-        mask = read_mask(sample.mask_path)
-        values = np.unique(mask)
-        if set(values.tolist()) <= {0, 128, 255} or len(values) <= 2:
-            objects.append(SimObject(name, sample.sample_id, sample.image_path, sample.mask_path))
-            continue
-        ids, counts = np.unique(mask, return_counts=True)
-        for k, count in zip(ids.tolist(), counts.tolist()):
-            if k != 0 and count > min_object_fraction * mask.size:
-                objects.append(SimObject(name, f"{sample.sample_id}#{k}", sample.image_path, sample.mask_path, k))
-    return objects[:limit] if limit else objects
+                 ) -> list[ObjectRef]:
+    """Objects of a dataset folder through the one dataset reader (instance sets: one per instance)."""
+    return datasets.list_objects(dataset, min_object_fraction=min_object_fraction, limit=limit)
 
 
-def _load(obj: SimObject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from clickmask.imageio import read_mask, read_rgb
-
-    image, mask = read_rgb(obj.image_path), read_mask(obj.mask_path)
-    if obj.instance_id is None:
-        gt, ignore = load_gt(mask)
-    else:
-        gt, ignore = mask == obj.instance_id, np.zeros(mask.shape, bool)
-    return image, gt, ignore
+def _name(obj: ObjectRef) -> str:
+    return obj.sample_id if obj.instance_id is None else f"{obj.sample_id}#{obj.instance_id}"
 
 
 # ------------------------------------------------------------------------------ simulation
 def simulate_session(predictor, obj: SimObject, annotator: Annotator, rng: np.random.Generator,
                      session_id: str, start: float = SIM_EPOCH) -> dict[str, Any]:
     """One annotation of ``obj`` by ``annotator``; returns its ``clickmask.session/1`` record."""
-    image, gt, ignore = _load(obj)
+    image, gt, ignore = datasets.load_object(obj)
     height, width = gt.shape
     session = predictor.session(image)
-    pred = np.zeros_like(gt)
+    run = ProtocolRun(session, gt, ignore, max_clicks=annotator.max_clicks)
     scale = math.sqrt(max(1, int(gt.sum())))
     clock, times, final_iou = start, [], 0.0
-    for _ in range(annotator.max_clicks):
-        intended = next_click(gt, pred, ignore, previous=session.clicks)
+    while not run.done:
+        intended = run.intended()
         if intended is None:
             break
         clock += annotator.seconds_per_click * float(rng.lognormal(0.0, annotator.hesitation))
@@ -137,16 +112,14 @@ def simulate_session(predictor, obj: SimObject, annotator: Annotator, rng: np.ra
             x = float(np.clip(intended.x + rng.normal(0.0, annotator.click_noise * scale), 0, width - 1))
             y = float(np.clip(intended.y + rng.normal(0.0, annotator.click_noise * scale), 0, height - 1))
             positive = intended.positive
-        mask = session.click(x=x, y=y, positive=positive)
+        final_iou = run.step(Click(x=x, y=y, positive=positive))
         times.append(clock)
-        pred = mask.array
-        final_iou = iou(gt, pred, ignore)
         if final_iou + rng.normal(0.0, annotator.judgement_noise) >= annotator.target_iou:
             break
         if rng.random() < annotator.tire_rate:
             break
     closed_at = clock + annotator.review_seconds * float(rng.lognormal(0.0, 0.3))
-    meta = {"dataset": obj.dataset, "sample_id": obj.sample_id, "simulated": True,
+    meta = {"dataset": obj.dataset, "sample_id": _name(obj), "simulated": True,
             "final_iou": float(final_iou), "annotator": asdict(annotator)}
     record = session.to_log(session_id=session_id, meta=meta, closed_at=closed_at)
     for click, t in zip(record["clicks"], times):
@@ -166,7 +139,7 @@ def simulate(predictor, objects: Sequence[SimObject], per_object: int = 1, seed:
 
     def run(job: tuple[SimObject, int]) -> dict[str, Any]:
         obj, k = job
-        key = f"{obj.dataset}/{obj.sample_id}/{k}"
+        key = f"{obj.dataset}/{_name(obj)}/{k}"
         rng = np.random.default_rng(_seed_for(seed, key))
         return simulate_session(predictor, obj, draw_annotator(rng), rng, session_id=f"sim-{seed}-{key}")
 

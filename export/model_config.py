@@ -140,8 +140,12 @@ def _preamble(contract: Contract, comments: tuple[str, ...]) -> str:
 # -------------------------------------------------------------------------------- generators
 def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
                   instance_count: int = 1, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
-                  max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US) -> str:
+                  max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US,
+                  dynamic_batching: bool = True) -> str:
     """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
+
+    ``dynamic_batching=False`` leaves the batcher out (each request runs alone: the latency
+    benchmark's baseline).
 
     With the defaults and S=320 this is exactly ``model_repository/clickmask/config.pbtxt``.
     ``1/model.py`` reads ``input_size``, ``onnx_file`` and ``intra_op_threads``. Past
@@ -156,8 +160,9 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     text += 'backend: "python"\n'
     text += f"max_batch_size: {contract.max_batch_size}\n"
     text += _io_block(contract.size)
-    text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us,
-                            max_queue_size, queue_timeout_us)
+    if dynamic_batching:
+        text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us,
+                                max_queue_size, queue_timeout_us)
     text += f"instance_group [ {{ count: {instance_count}, kind: KIND_CPU }} ]\n"
     text += _parameters({SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file,
                          "intra_op_threads": str(intra_op_threads)})

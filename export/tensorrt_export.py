@@ -30,10 +30,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from clickmask.client.clicker import iou, load_gt, next_click
+from clickmask.client.clicker import iou
 from clickmask.client.contract import INPUT_NAMES, OUTPUT_NAME
 from clickmask.client.encoding import CropTransform, decode_prob
+from clickmask.client.protocol import ProtocolRun
 from clickmask.client.session import PROB_THRESHOLD, Session
+from clickmask.datasets import list_objects, load_object
 
 LOGGER = logging.getLogger(__name__)
 
@@ -454,46 +456,31 @@ class _Tee:
         return ref
 
 
-def list_samples(dataset: pathlib.Path | str, limit: int | None = None) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
-    """``(id, image, mask)`` of a dataset folder (``images/<id>.<ext>``, ``masks/<id>.png``), sorted."""
-    dataset = pathlib.Path(dataset)
-    samples = []
-    for mask in sorted((dataset / "masks").glob("*.png")):
-        image = next((p for p in sorted((dataset / "images").glob(mask.stem + ".*"))), None)
-        if image is not None:
-            samples.append((mask.stem, image, mask))
-    if not samples:
-        raise FileNotFoundError(f"no images/<id>.<ext> + masks/<id>.png pairs in {dataset}")
-    return samples[:limit] if limit else samples
-
-
 def compare_on_images(reference, candidate, samples: Iterable[tuple[str, np.ndarray, np.ndarray]],
                       clicks_per_image: int = 5, min_iou: float = MIN_PARITY_IOU) -> ParityReport:
     """Per-image mask IoU of ``candidate`` against ``reference`` along the standard clicker.
 
     ``reference`` and ``candidate`` are predictors (``size``, ``infer(inputs)``); ``samples``
-    yields ``(id, HxWx3 uint8 RGB image, HxW uint8 ground-truth mask)``. The client's Session
+    yields ``(id, HxWx3 uint8 RGB image, HxW bool gt, HxW bool ignore)``. The client's Session
     runs on the reference, so both models see byte-identical inputs at every click (clicks,
     zoom-in crops and previous masks come from the reference); each click's two outputs are
     pasted back at full resolution, thresholded at 0.5 and compared. An image's IoU is its
     worst click.
     """
     results = []
-    for sample_id, image, gt_mask in samples:
-        gt, ignore = load_gt(gt_mask)
+    for sample_id, image, gt, ignore in samples:
         tee = _Tee(reference, candidate)
         session = Session(tee, image)
-        pred = np.zeros_like(gt)
+        run = ProtocolRun(session, gt, ignore, max_clicks=clicks_per_image)
         ious, diff = [], 0
-        for _ in range(clicks_per_image):
-            click = next_click(gt, pred, ignore, previous=session.clicks)
-            if click is None:
+        while not run.done:
+            if run.intended() is None:
                 break
-            pred = session.click(click.x, click.y, click.positive).array
+            run.step()
             ref, cand = tee.last
             x0, y0, x1, y1 = session.history[-1].crop
             transform = CropTransform(x0, y0, x1, y1, tee.size)
-            masks = [decode_prob(out, transform, gt.shape) >= PROB_THRESHOLD for out in (ref, cand)]
+            masks = [decode_prob(out, transform, gt.shape) > PROB_THRESHOLD for out in (ref, cand)]
             ious.append(iou(masks[0], masks[1]))
             diff = max(diff, int(np.abs(ref.astype(np.int16) - cand.astype(np.int16)).max()))
         results.append(ImageParity(sample_id, len(ious), float(min(ious, default=1.0)), diff))
@@ -501,11 +488,9 @@ def compare_on_images(reference, candidate, samples: Iterable[tuple[str, np.ndar
 
 
 def load_samples(dataset: pathlib.Path | str, limit: int | None = None):
-    """Yield ``(id, image, mask)`` arrays for :func:`compare_on_images`."""
-    from clickmask.imageio import read_mask, read_rgb  # noqa: PLC0415
-
-    for sample_id, image_path, mask_path in list_samples(dataset, limit):
-        yield sample_id, read_rgb(image_path), read_mask(mask_path)
+    """Yield ``(id, image, gt, ignore)`` arrays for :func:`compare_on_images` (the one dataset reader)."""
+    for obj in list_objects(dataset, limit=limit):
+        yield (obj.key, *load_object(obj))
 
 
 # ---------------------------------------------------------------------------------- timing

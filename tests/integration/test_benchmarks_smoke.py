@@ -1,0 +1,63 @@
+"""Every benchmark's smallest configuration runs, so none can rot unnoticed.
+
+These check that the scripts run end to end and print their tables; the figures themselves
+come from the full runs whose commands are in benchmarks/results/.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from ..conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_latency_sweep_with_and_without_batching(datasets_dir, tmp_path, capsys):
+    from clickmask.benchmarks import latency
+
+    out = tmp_path / "latency"
+    args = latency.build_parser().parse_args([
+        "--dataset", str(datasets_dir / "COCO_MVal"), "--images", "2", "--concurrency", "1", "2",
+        "--seconds", "2", "--warmup-seconds", "0", "--clicks-per-object", "3",
+        "--base-port", str(free_port()), "--out", str(out)])
+    assert latency.run(args) == 0
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    modes = {r["mode"] for r in results}
+    assert modes == {"in-process", "triton-batching", "triton-no-batching"}
+    assert all(r["clicks"] > 0 and r["errors"] == 0 for r in results), results
+    assert "triton-no-batching" in capsys.readouterr().out
+
+
+def test_repository_without_batching_is_a_valid_config(tmp_path):
+    from clickmask.benchmarks.latency import repository_without_batching
+    from clickmask.server import DEFAULT_MODEL_REPOSITORY
+
+    target = repository_without_batching(pathlib.Path(DEFAULT_MODEL_REPOSITORY))
+    text = (target / "clickmask" / "config.pbtxt").read_text()
+    assert "dynamic_batching" not in text and "default_queue_policy" not in text
+    assert text.count("{") == text.count("}")
+
+
+def test_encoding_speed_prints_its_table(capsys):
+    from clickmask.benchmarks.encoding_speed import main
+
+    assert main(["--repeat", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["operation", "S"]
+    assert sum(1 for line in lines if line.startswith("encode_clicks")) == 6
+
+
+def test_select_scores_a_checkpoint_on_the_validation_list(tmp_path, capsys):
+    from clickmask.cli import main
+
+    checkpoint = pathlib.Path("export/checkpoints/clickmask-lite0.pt")
+    code = main(["select", str(checkpoint), str(checkpoint), "--limit", "2", "--out", str(tmp_path)])
+    assert code == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert len(scores) == 2 and scores[0]["noc90"] == scores[1]["noc90"]  # the same file scores the same
+    assert all(1 <= n <= 20 for n in scores[0]["noc90"])
+    table = (tmp_path / "table.md").read_text()
+    assert "| clickmask-lite0.pt |" in table and "+0.00 [+0.00, +0.00]" in table
