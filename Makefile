@@ -16,7 +16,7 @@ help:
 	@echo "make test    set up, build the ONNX model and run every test"
 	@echo "make unit    unit tests only (no server)"
 
-## System packages the embedded Triton server and the Prometheus tests need (Debian/Ubuntu).
+## System packages the embedded Triton server, the Prometheus tests and the browser tests need (Debian/Ubuntu).
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0'; then \
@@ -26,6 +26,10 @@ $(VENV)/.system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
 	  echo ">> installing prometheus + promtool (alert-rule tests, Prometheus-backed integration test)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo ">> installing chromium + chromium-driver (headless browser tests of clickmask demo)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
