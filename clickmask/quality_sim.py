@@ -143,7 +143,7 @@ def simulate(predictor, objects: Sequence[SimObject], per_object: int = 1, seed:
         rng = np.random.default_rng(_seed_for(seed, key))
         return simulate_session(predictor, obj, draw_annotator(rng), rng, session_id=f"sim-{seed}-{key}")
 
-    from clickmask.benchmarks.accuracy import _progress
+    from clickmask.evaluation import _progress
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         futures = [pool.submit(run, job) for job in jobs]

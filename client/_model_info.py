@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import triton_to_np_dtype
 
-from . import contract
+from .contract import INPUT_CHANNELS, INPUT_NAMES, OUTPUT_NAME, SIZE_PARAMETER
 from ._validate import describe
 from .errors import InferenceError, InvalidInputError
 
 __all__ = ["CONTRACT_INPUTS", "CONTRACT_OUTPUT", "TensorSpec", "ModelInfo", "parse_model_info", "check_inputs"]
 
-CONTRACT_INPUTS = contract.INPUT_NAMES
-CONTRACT_OUTPUT = contract.OUTPUT_NAME
-_CHANNELS = contract.INPUT_CHANNELS
+CONTRACT_INPUTS = INPUT_NAMES
+CONTRACT_OUTPUT = OUTPUT_NAME
+_CHANNELS = INPUT_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class _NoConfig:
 
 
 def _input_size(config: Any, inputs: tuple[TensorSpec, ...]) -> int:
-    parameter = config.parameters[contract.SIZE_PARAMETER] if contract.SIZE_PARAMETER in config.parameters else None
+    parameter = config.parameters[SIZE_PARAMETER] if SIZE_PARAMETER in config.parameters else None
     if parameter is not None:
         try:
             size = int(parameter.string_value)

@@ -11,11 +11,10 @@ import argparse
 import dataclasses
 import logging
 import sys
-import typing
 from pathlib import Path
 
 from .network_names import NETWORK_NAMES
-from .train_config import TrainConfig
+from .train_config import add_train_arguments, train_overrides  # noqa: F401 - train_overrides: API
 
 log = logging.getLogger(__name__)
 
@@ -224,40 +223,16 @@ def _cmd_export_repository(args) -> int:
 
 
 # ----------------------------------------------------------------------------------- train
-def _field_type(f: dataclasses.Field):
-    hints = typing.get_type_hints(TrainConfig)
-    return hints[f.name]
-
-
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``train``: one option per :class:`TrainConfig` field, plus ``--resume``."""
     p = subparsers.add_parser(
         "train", help="train a network on the training sets (CPU or CUDA)",
         description="Train with the RITM recipe (normalized focal loss + 0.4 aux BCE, iterative clicks). "
                     "Checkpoints, config.json and metrics.jsonl go to --output; best.pt is selected by "
-                    "validation NoC@90 on a held-out part of the training sets.")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUTPUT/last.pt with its recorded config (options given here override it)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        tp = _field_type(f)
-        kw = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} (default: {f.default!r})"}
-        if tp is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(tp) is tuple:
-            p.add_argument(flag, nargs="+", **kw)
-        elif f.name == "network":
-            p.add_argument(flag, type=tp, choices=NETWORK_NAMES, **kw)
-        else:
-            p.add_argument(flag, type=tp, **kw)
+                    "validation NoC@90 on the validation list, through the same runner as clickmask eval.")
+    add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
     return p
-
-
-def train_overrides(args) -> dict:
-    """The TrainConfig fields given explicitly on the command line."""
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
 def _cmd_train(args) -> int:

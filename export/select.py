@@ -37,7 +37,7 @@ def _digest(path: pathlib.Path, extra: str) -> str:
 def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, threads: int, max_clicks: int,
                      progress: bool = True, session_options: dict | None = None) -> dict:
     """Per-object NoC@85/NoC@90 of one checkpoint (ONNX Runtime, the eval path)."""
-    from clickmask.benchmarks.accuracy import evaluate
+    from clickmask.evaluation import evaluate
     from clickmask.local import LocalPredictor
 
     from .checkpoint import load_checkpoint

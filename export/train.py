@@ -26,6 +26,7 @@ import inspect
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,11 @@ import cv2
 import numpy as np
 import torch
 
-from clickmask.benchmarks.accuracy import evaluate_sample
 from clickmask.client.clicker import next_click
 from clickmask.client.clicks import Click
 from clickmask.client.encoding import CropTransform, encode_clicks
+from clickmask.datasets import read_object_list
+from clickmask.evaluation import evaluate_sample
 
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (
@@ -53,8 +55,6 @@ from .data import (
     sample_initial_clicks,
     split_objects,
 )
-from clickmask.datasets import read_object_list
-
 from .losses import IGNORE_LABEL, RITMLoss
 from .networks import NETWORKS, build_network
 from .torch_predictor import TorchPredictor
@@ -363,6 +363,7 @@ def _resolve_config(overrides: dict[str, Any], resume: bool) -> TrainConfig:
 
 def train(overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run (or resume) training; ``overrides`` are :class:`TrainConfig` fields."""
+    started = time.monotonic()  # --max-minutes counts from here, set-up included
     cfg = _resolve_config(dict(overrides or {}), resume)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -414,7 +415,6 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     last_noc = "-" if best_noc90 is None else f"{best_noc90:.2f}"
     net.train()
     batches = batch_stream(train_objs, cfg, sets, step)
-    started = time.monotonic()
     try:
         while step < cfg.iters:
             t0 = time.perf_counter()
@@ -479,14 +479,18 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m clickmask.export.train`` (same options as ``clickmask train``)."""
     import argparse
 
-    from .cli import add_train_parser
+    from .train_config import add_train_arguments, train_overrides
 
-    parser = argparse.ArgumentParser(prog="clickmask")
-    sub = parser.add_subparsers(dest="command")
-    add_train_parser(sub)
-    args = parser.parse_args(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
+    parser = argparse.ArgumentParser(prog="python -m clickmask.export.train", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        print(train(train_overrides(args), resume=args.resume))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"clickmask train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

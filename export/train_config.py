@@ -6,9 +6,13 @@ Every field becomes a ``clickmask train --<field-with-dashes>`` option and is re
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from .network_names import NETWORK_NAMES
 
 
 def _opt(default: Any, help: str, **kw: Any):
@@ -37,8 +41,8 @@ class TrainConfig:
     # optimisation
     batch_size: int = _opt(8, "batch size")
     iters: int = _opt(6000, "total optimiser steps (cosine decay spans them)")
-    max_minutes: float = _opt(0.0, "stop after this many minutes of training (after the step in progress; "
-                                   "last.pt is written); 0: no time limit")
+    max_minutes: float = _opt(0.0, "stop this many minutes after the start, set-up included (after the step "
+                                   "in progress; last.pt is written); 0: no time limit")
     lr: float = _opt(5e-4, "Adam learning rate")
     beta1: float = _opt(0.9, "Adam beta1")
     beta2: float = _opt(0.999, "Adam beta2")
@@ -95,3 +99,28 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`TrainConfig` field (default None: not given), plus ``--resume``."""
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT/last.pt with its recorded config (options given here override it)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        kw = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} (default: {f.default!r})"}
+        if tp is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(tp) is tuple:
+            p.add_argument(flag, nargs="+", **kw)
+        elif f.name == "network":
+            p.add_argument(flag, type=tp, choices=NETWORK_NAMES, **kw)
+        else:
+            p.add_argument(flag, type=tp, **kw)
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields given explicitly on the command line."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
