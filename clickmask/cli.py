@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("clickmask.benchmarks.loadtest", "add_loadtest_parser"),
         ("clickmask.quality_sim", "add_quality_parser"),
         ("clickmask.web.demo", "add_demo_parser"),
+        ("clickmask.web.label_studio", "add_label_studio_parser"),
     ):
         try:
             module = __import__(module_name, fromlist=[function_name])
