@@ -8,3 +8,11 @@ class ServerStartError(ClickmaskError, RuntimeError):
 
 class RequestError(ClickmaskError, ValueError):
     """One inference request is malformed; it gets its own error response, the batch goes on."""
+
+
+class ModelFault(ClickmaskError, RuntimeError):
+    """The model failed on a request that was valid (a server-side fault, answered as INTERNAL).
+
+    Unlike :class:`RequestError` (INVALID_ARGUMENT: the caller must fix the request), the
+    request itself was fine; overload is UNAVAILABLE and comes from Triton's queue policy.
+    """

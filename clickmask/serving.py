@@ -17,7 +17,7 @@ import numpy as np
 
 from clickmask.client.contract import INPUT_CHANNELS, OUTPUT_NAME
 
-from clickmask.errors import RequestError
+from clickmask.errors import ModelFault, RequestError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,13 +57,14 @@ def validate_request(inputs: Mapping[str, np.ndarray | None], size: int) -> int:
 
 
 def run_batch(requests: Sequence[Mapping[str, np.ndarray | None]], infer: InferFn, size: int
-              ) -> list[np.ndarray | RequestError]:
+              ) -> list[np.ndarray | RequestError | ModelFault]:
     """Run every valid request in one call of ``infer``; return one result per request.
 
-    Each result is the request's ``mask_prob`` (UINT8 [batch, 1, S, S]) or the RequestError
-    that explains why it was refused.
+    Each result is the request's ``mask_prob`` (UINT8 [batch, 1, S, S]), the RequestError that
+    explains why it was refused (INVALID_ARGUMENT), or the ModelFault of a failed inference
+    (INTERNAL: the request was fine).
     """
-    results: list[np.ndarray | RequestError | None] = [None] * len(requests)
+    results: list[np.ndarray | RequestError | ModelFault | None] = [None] * len(requests)
     valid: list[tuple[int, int]] = []
     for index, request in enumerate(requests):
         try:
@@ -77,7 +78,7 @@ def run_batch(requests: Sequence[Mapping[str, np.ndarray | None]], infer: InferF
         except Exception as exc:  # noqa: BLE001 - one failure must not kill the model instance
             LOGGER.exception("inference failed for a batch of %d", sum(n for _, n in valid))
             for index, _ in valid:
-                results[index] = RequestError(f"inference failed: {exc}")
+                results[index] = ModelFault(f"inference failed: {exc}")
         else:
             offset = 0
             for index, count in valid:

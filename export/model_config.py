@@ -141,7 +141,7 @@ def _preamble(contract: Contract, comments: tuple[str, ...]) -> str:
 def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
                   instance_count: int = 1, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US,
-                  dynamic_batching: bool = True) -> str:
+                  dynamic_batching: bool = True, warmup: bool = True) -> str:
     """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
 
     ``dynamic_batching=False`` leaves the batcher out (each request runs alone: the latency
@@ -166,7 +166,8 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     text += f"instance_group [ {{ count: {instance_count}, kind: KIND_CPU }} ]\n"
     text += _parameters({SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file,
                          "intra_op_threads": str(intra_op_threads)})
-    text += _warmup_block(contract.size, (1,))
+    if warmup:
+        text += _warmup_block(contract.size, (1,))
     return text
 
 

@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from clickmask.errors import RequestError
+from clickmask.errors import ModelFault, RequestError
 from clickmask.serving import run_batch, validate_request
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -89,7 +89,8 @@ def test_an_inference_failure_answers_every_request_with_an_error():
         raise RuntimeError("out of memory")
 
     results = run_batch([_request(), _request()], broken, S)
-    assert all(isinstance(r, RequestError) and "out of memory" in str(r) for r in results)
+    assert all(isinstance(r, ModelFault) and not isinstance(r, RequestError) and "out of memory" in str(r)
+               for r in results)
 
 
 def test_validate_request_returns_the_batch_size():

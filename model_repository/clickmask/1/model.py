@@ -10,7 +10,17 @@ import os
 import triton_python_backend_utils as pb_utils
 
 from clickmask.client.contract import INPUT_CHANNELS, OUTPUT_NAME, SIZE_PARAMETER
+from clickmask.errors import RequestError
 from clickmask.serving import OnnxPredictor, run_batch
+
+
+
+def _error(result: Exception):
+    """A bad request is the caller's to fix (INVALID_ARGUMENT); a model fault on a good request is
+    ours (INTERNAL). Overload (UNAVAILABLE) comes from the queue policy. pb_utils.TritonError only
+    exists once the stub runs the model, not at import time."""
+    name = "INVALID_ARG" if isinstance(result, RequestError) else "INTERNAL"
+    return pb_utils.TritonError(str(result), getattr(pb_utils.TritonError, name))
 
 
 class TritonPythonModel:
@@ -40,8 +50,7 @@ class TritonPythonModel:
         responses = []
         for result in run_batch(batch, self.predictor, self.size):
             if isinstance(result, Exception):
-                error = pb_utils.TritonError(str(result), getattr(pb_utils.TritonError, "INVALID_ARG", 3))
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=_error(result)))
             else:
                 tensor = pb_utils.Tensor(OUTPUT_NAME, result.astype(self.output_dtype, copy=False))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
