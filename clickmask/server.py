@@ -64,6 +64,23 @@ _STUB_NAME = "triton_python_backend_stub"
 RESPONSE_COMPRESSION_LEVELS = ("none", "low", "medium", "high")
 
 
+def security_args(restricted_apis: tuple[str, ...], admin_key: str, tls_cert: str | None = None,
+                  tls_key: str | None = None, tls_client_ca: str | None = None) -> list[str]:
+    """tritonserver flags that lock a server down: the admin key on ``restricted_apis`` over gRPC
+    and HTTP, and gRPC over TLS (mutual with a client CA). The embedded server and every
+    generated deploy file (:mod:`clickmask.export.deploy_files`) use this one function."""
+    restricted = ",".join(restricted_apis)
+    args = [
+        f"--grpc-restricted-protocol={restricted}:{ADMIN_KEY_HEADER}={admin_key}",
+        f"--http-restricted-api={restricted}:{ADMIN_KEY_HEADER}={admin_key}",
+    ]
+    if tls_cert is not None:
+        args += ["--grpc-use-ssl=true", f"--grpc-server-cert={tls_cert}", f"--grpc-server-key={tls_key}"]
+        if tls_client_ca is not None:
+            args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls_client_ca}"]
+    return args
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """Where and how tritonserver listens. Ports of 0 are not supported by tritonserver."""
@@ -275,20 +292,9 @@ class TritonServer:
 
     def _security_args(self) -> list[str]:
         cfg = self.config
-        restricted = ",".join(cfg.restricted_apis)
-        args = [
-            f"--grpc-restricted-protocol={restricted}:{ADMIN_KEY_HEADER}={self.admin_key}",
-            f"--http-restricted-api={restricted}:{ADMIN_KEY_HEADER}={self.admin_key}",
-        ]
-        if cfg.tls:
-            args += [
-                "--grpc-use-ssl=true",
-                f"--grpc-server-cert={pathlib.Path(cfg.tls_cert).resolve()}",
-                f"--grpc-server-key={pathlib.Path(cfg.tls_key).resolve()}",
-            ]
-            if cfg.tls_client_ca is not None:
-                args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={pathlib.Path(cfg.tls_client_ca).resolve()}"]
-        return args
+        resolve = (lambda p: None if p is None else str(pathlib.Path(p).resolve()))
+        return security_args(cfg.restricted_apis, self.admin_key, resolve(cfg.tls_cert), resolve(cfg.tls_key),
+                             resolve(cfg.tls_client_ca))
 
     def public_command(self) -> list[str]:
         """:meth:`command` with the admin key masked, for logs."""

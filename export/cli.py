@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .deploy_files import add_deploy_args_parser
 from .network_names import NETWORK_NAMES
 from .train_config import add_train_arguments, train_overrides  # noqa: F401 - train_overrides: API
 
@@ -50,6 +51,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 
     _add_tensorrt_parser(sub)
     _add_repository_parser(sub)
+    add_deploy_args_parser(sub)
     return p
 
 

@@ -42,6 +42,8 @@ DEFAULT_QUEUE_DELAY_US = 2000
 #: batches, about 0.9 s of work at the measured CPU capacity (~37 clicks/s).
 DEFAULT_MAX_QUEUE_SIZE = 32
 DEFAULT_QUEUE_TIMEOUT_US = 2_000_000
+#: A GPU drains a queue an order of magnitude faster: the same 2 s bound holds more requests.
+GPU_MAX_QUEUE_SIZE = 256
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 #: File names inside the version folder ``1/``.
 ONNX_FILE = "model.onnx"
@@ -173,7 +175,9 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
 
 def onnxruntime_config(contract: Contract, *, gpu: bool = False, tensorrt_fp16: bool = False,
                        instance_count: int = 1, intra_op_threads: int = 0,
-                       workspace_bytes: int = 2 << 30, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> str:
+                       workspace_bytes: int = 2 << 30, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+                       max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+                       queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US) -> str:
     """``onnxruntime_onnx`` in NVIDIA's Triton image: CPU by default, or one GPU.
 
     ``tensorrt_fp16`` turns on ONNX Runtime's TensorRT execution provider in FP16 (GPU only):
@@ -192,7 +196,8 @@ def onnxruntime_config(contract: Contract, *, gpu: bool = False, tensorrt_fp16: 
     text += f'default_model_filename: "{ONNX_FILE}"\n'
     text += f"max_batch_size: {contract.max_batch_size}\n"
     text += _io_block(contract.size)
-    text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us)
+    text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us,
+                            max_queue_size, queue_timeout_us)
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     text += f"instance_group [ {{ count: {instance_count}, kind: {kind} }} ]\n"
     params = {SIZE_PARAMETER: str(contract.size)}
@@ -213,7 +218,8 @@ def onnxruntime_config(contract: Contract, *, gpu: bool = False, tensorrt_fp16: 
 
 
 def tensorrt_config(contract: Contract, *, opt_batch: int | None = None, instance_count: int = 1,
-                    cuda_graphs: bool = False, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> str:
+                    cuda_graphs: bool = False, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+                    max_queue_size: int = GPU_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US) -> str:
     """``tensorrt_plan`` on the GPU; ``contract.max_batch_size`` must be the profile's max.
 
     The preferred batch sizes lie inside the engine's profile (they include ``opt_batch`` and
@@ -231,7 +237,7 @@ def tensorrt_config(contract: Contract, *, opt_batch: int | None = None, instanc
     text += f'default_model_filename: "{PLAN_FILE}"\n'
     text += f"max_batch_size: {contract.max_batch_size}\n"
     text += _io_block(contract.size)
-    text += _batching_block(preferred, queue_delay_us)
+    text += _batching_block(preferred, queue_delay_us, max_queue_size, queue_timeout_us)
     text += f"instance_group [ {{ count: {instance_count}, kind: KIND_GPU }} ]\n"
     text += _parameters({SIZE_PARAMETER: str(contract.size)})
     if cuda_graphs:

@@ -190,14 +190,16 @@ def test_strategic_merge_merges_named_lists_and_replaces_others():
 
 # ------------------------------------------------------------------------------------ compose
 def _interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Compose's ``${VAR:-default}`` / ``${VAR}`` substitution."""
-    env = {} if env is None else env
+    """Compose's ``${VAR:-default}`` / ``${VAR:?error}`` / ``${VAR}`` substitution."""
+    env = {"CLICKMASK_ADMIN_KEY": "test-admin-key-0123456789"} if env is None else env
 
     def repl(match):
-        name, default = match.group(1), match.group(3) or ""
-        return env.get(name) or default
+        name, kind, value = match.group(1), match.group(2), match.group(3) or ""
+        if kind == "?" and not env.get(name):
+            raise ValueError(f"compose refuses to start: {value}")
+        return env.get(name) or (value if kind == "-" else "")
 
-    return re.sub(r"\$\{([A-Z0-9_]+)(:-([^}]*))?\}", repl, text)
+    return re.sub(r"\$\{([A-Z0-9_]+)(?::([-?])([^}]*))?\}", repl, text)
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +268,53 @@ def test_docker_compose_config_accepts_the_file():
     result = subprocess.run([docker, "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
                             capture_output=True, text=True, timeout=60, env={**os.environ, "DOCKER_HOST": ""})
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------- generated server flags
+def test_compose_runs_exactly_the_generated_locked_down_command(compose):
+    from clickmask.export.deploy_files import triton_command
+
+    expected = yaml.safe_load(_interpolate(yaml.safe_dump(triton_command("compose"))))
+    assert compose["services"]["triton"]["command"] == expected
+    assert "--model-control-mode=none" in expected and "--grpc-use-ssl=true" in expected
+    assert any(v.endswith(":/tls:ro") for v in compose["services"]["triton"]["volumes"])
+    assert compose["services"]["triton"]["deploy"]["resources"]["limits"]["memory"]
+
+
+def test_compose_refuses_to_start_without_an_admin_key():
+    with pytest.raises(ValueError, match="set CLICKMASK_ADMIN_KEY"):
+        _interpolate((DEPLOY / "compose.yaml").read_text(), {})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_runs_exactly_the_generated_locked_down_command(overlay):
+    from clickmask.export.deploy_files import triton_command
+
+    triton = _triton(_objects(overlay))
+    assert [*triton["command"], *triton["args"]] == triton_command("kubernetes")
+    env = {e["name"]: e for e in triton["env"]}
+    assert env["CLICKMASK_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "clickmask-admin"
+    mounts = {m["name"]: m for m in triton["volumeMounts"]}
+    assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"]["readOnly"]
+    assert triton["resources"]["limits"]["memory"] and triton["resources"]["requests"]["cpu"]
+    assert triton["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_generated_flags_match_the_embedded_servers_security_flags():
+    from clickmask.export.deploy_files import triton_command
+    from clickmask.server import ServerConfig, TritonServer
+
+    server = TritonServer(ServerConfig(admin_key="k" * 20))
+    embedded = [a.replace("k" * 20, "KEY") for a in server._security_args()]
+    deployed = [a.replace("$(CLICKMASK_ADMIN_KEY)", "KEY") for a in triton_command("kubernetes")]
+    assert all(flag in deployed for flag in embedded)  # same restricted APIs, same header
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
+def test_ngc_model_configs_carry_the_queue_policy_and_batching(backend):
+    from clickmask.export import model_config as mc
+
+    contract = mc.Contract(320)
+    text = (mc.onnxruntime_config(contract) if backend == "onnxruntime" else mc.tensorrt_config(contract))
+    assert "dynamic_batching" in text and "preferred_batch_size" in text
+    assert "timeout_action: REJECT" in text and "max_queue_size:" in text
