@@ -30,7 +30,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from clickmask.client.errors import InvalidInputError
+from clickmask.client.errors import (
+    ClickmaskError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
 from clickmask.client.session import Session
 
 from .session_cache import SessionCache
@@ -86,6 +92,34 @@ class _Entry:
     image_hw: tuple[int, int]  # the full image's (height, width)
     points: tuple[Point, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) to HxWx3 uint8 RGB; EXIF orientation applied as
+    browsers do."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise AdapterError(f"the image {where[:200]} is not a readable image ({len(data)} bytes; "
+                           "JPEG, PNG, BMP, TIFF and WebP are)", status=422)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def error_status(error: BaseException) -> tuple[int, str]:
+    """(HTTP status, message) for an error raised while serving a platform call."""
+    if isinstance(error, AdapterError):
+        return error.status, str(error)
+    if isinstance(error, DeadlineExceededError):
+        return 504, f"the clickmask server did not answer in time: {error}"
+    if isinstance(error, (ServerUnavailableError, ModelNotReadyError)):
+        return 503, f"the clickmask server is not available: {error} (start it with 'clickmask serve', " \
+                    "or pass --url HOST:PORT)"
+    if isinstance(error, InvalidInputError):
+        return 400, str(error)
+    if isinstance(error, ClickmaskError):
+        return 502, f"the clickmask server failed the request: {error}"
+    return 500, f"{type(error).__name__}: {error}"
 
 
 def frame_key(data: bytes | str, *parts: object) -> str:
@@ -160,6 +194,17 @@ def _load(load_image: Callable[[], np.ndarray]) -> np.ndarray:
     return image
 
 
+def _in_session_order(cached: tuple[Point, ...], wanted: tuple[Point, ...]) -> tuple[Point, ...]:
+    """``wanted`` reordered: the points the session has, in its order, then the new ones."""
+    left = list(wanted)
+    kept = []
+    for point in cached:
+        if point in left:
+            left.remove(point)
+            kept.append(point)
+    return tuple(kept) + tuple(left)
+
+
 def _diff(cached: tuple[Point, ...], wanted: tuple[Point, ...]) -> str:
     if wanted == cached:
         return "same"
@@ -197,13 +242,16 @@ class InteractiveSessions:
         box: Sequence[float] | None = None,
         image_size: tuple[int, int] | None = None,
         threshold: float | None = None,
+        ordered: bool = True,
     ) -> Result:
         """The mask for ``points`` (continuous pixel coordinates) on the image under ``key``.
 
         ``load_image`` (returning HxWx3 uint8 RGB) is called only when no session is cached
         for ``key``. ``image_size`` (width, height), when the platform states it, lets the
         points be checked before the image is read. ``threshold`` overrides the 0.5 cut of
-        the probability (CVAT passes one).
+        the probability (CVAT passes one). ``ordered=False`` says the platform does not keep
+        the click order (CVAT sends positive and negative points in two lists): points
+        already in the session keep their order and new ones go after them.
         """
         if image_size is not None:
             check_points(points, *image_size)
@@ -229,6 +277,8 @@ class InteractiveSessions:
             # a box without a positive point: its centre is the first, positive click
             wanted = ((round((ibox[0] + ibox[2] - 1) / 2, _POINT_DECIMALS),
                        round((ibox[1] + ibox[3] - 1) / 2, _POINT_DECIMALS), True),) + wanted
+        if not ordered and entry is not None:
+            wanted = _in_session_order(entry.points, wanted)
         crop = _crop_for(ibox, wanted, width, height)
         if entry is not None and entry.crop != crop:
             entry, cached = None, False  # the box moved, or a point left the old crop: start over

@@ -39,15 +39,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import numpy as np
 
-from clickmask.client.errors import (
-    ClickmaskError,
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotReadyError,
-    ServerUnavailableError,
-)
+from clickmask.client.errors import ClickmaskError
 
-from .interactive import AdapterError, InteractiveSessions
+from .interactive import AdapterError, InteractiveSessions, decode_image, error_status
 from .session_cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SessionCache
 
 LOGGER = logging.getLogger(__name__)
@@ -257,18 +251,6 @@ class ImageReader:
         return b"".join(chunks)
 
 
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, ...) to HxWx3 uint8 RGB; EXIF orientation applied as
-    browsers do."""
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise AdapterError(f"the image {where[:200]} is not a readable image ({len(data)} bytes; "
-                           "JPEG, PNG, BMP, TIFF and WebP are)", status=422)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 # ----------------------------------------------------------------------------- brush RLE
 def encode_brush_rle(mask: np.ndarray) -> list[int]:
     """Label Studio's brush RLE of an HxW bool mask (RGBA, every channel 0 or 255), by
@@ -312,8 +294,8 @@ class LabelStudioBackend:
             info = getattr(self.predictor, "model_info", None)  # a Client: asks the server once
             if info is not None:
                 try:
-                    self._model_version = f"clickmask-{info.name}-v{info.versions[-1] if info.versions else '1'}" \
-                                          f"-S{info.size}"
+                    version = info.versions[-1] if info.versions else "1"
+                    self._model_version = f"{info.name}-v{version}-S{info.size}"
                 except ClickmaskError:
                     return "clickmask"
             else:
@@ -460,21 +442,6 @@ def _check_percent(x: float, y: float, index: int) -> None:
 
 
 # ----------------------------------------------------------------------------- HTTP
-def _status_for(error: BaseException) -> tuple[int, str]:
-    if isinstance(error, AdapterError):
-        return error.status, str(error)
-    if isinstance(error, DeadlineExceededError):
-        return 504, f"the clickmask server did not answer in time: {error}"
-    if isinstance(error, (ServerUnavailableError, ModelNotReadyError)):
-        return 503, f"the clickmask server is not available: {error} (start it with 'clickmask serve', " \
-                    "or pass --url HOST:PORT)"
-    if isinstance(error, InvalidInputError):
-        return 400, str(error)
-    if isinstance(error, ClickmaskError):
-        return 502, f"the clickmask server failed the request: {error}"
-    return 500, f"{type(error).__name__}: {error}"
-
-
 def _reason(message: str) -> str:
     """An HTTP reason phrase carrying the message: Label Studio shows ``str(HTTPError)``, which
     holds the status line's reason and not the body."""
@@ -506,7 +473,7 @@ def create_app(backend: LabelStudioBackend):
 
         if isinstance(exc, HTTPException):
             return error(exc.code or 500, exc.description or exc.name)
-        status, message = _status_for(exc)
+        status, message = error_status(exc)
         if status >= 500 and not isinstance(exc, (AdapterError, ClickmaskError)):
             LOGGER.exception("unexpected error on %s", request.path)
         else:
