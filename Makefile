@@ -9,12 +9,13 @@ CHECKPOINT ?= export/checkpoints/clickmask-lite0.pt
 ONNX := model_repository/clickmask/1/model.onnx
 PYTEST_ARGS ?=
 
-.PHONY: serve test unit integration system-deps venv model clean help
+.PHONY: serve test unit integration system-deps venv model wheel clean help
 
 help:
 	@echo "make serve   set up, build the ONNX model and start the server (gRPC 127.0.0.1:8001)"
 	@echo "make test    set up, build the ONNX model and run every test"
 	@echo "make unit    unit tests only (no server)"
+	@echo "make wheel   build dist/clickmask-*.whl with the default model inside"
 
 ## System packages the embedded Triton server, the Prometheus tests and the browser tests need (Debian/Ubuntu).
 system-deps: $(VENV)/.system-deps
@@ -54,5 +55,10 @@ test: venv model
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+## A wheel that serves on its own: the ONNX model (built from the checkpoint) is package data.
+wheel: venv model
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls -l dist/*.whl
+
 clean:
-	rm -rf $(VENV) $(ONNX) .pytest_cache
+	rm -rf $(VENV) $(ONNX) .pytest_cache dist

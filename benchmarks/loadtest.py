@@ -324,8 +324,9 @@ def run(args) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from clickmask.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
 
-    repo_root = pathlib.Path(__file__).resolve().parent.parent
-    datasets = pathlib.Path(os.environ.get("CLICKMASK_DATASETS", repo_root.parent / "shared" / "datasets"))
+    from clickmask.datasets import default_root  # noqa: PLC0415
+
+    datasets = default_root()
     target = p.add_argument_group("server under test")
     target.add_argument("--url", default=DEFAULT_URL, help="Triton gRPC address (default: %(default)s, 'make serve')")
     target.add_argument("--start-server", action="store_true",

@@ -27,7 +27,6 @@ import grpc.experimental.gevent as grpc_gevent  # isort: skip
 grpc_gevent.init_gevent()
 
 import logging  # noqa: E402
-import os  # noqa: E402
 import pathlib  # noqa: E402
 import random  # noqa: E402
 import threading  # noqa: E402
@@ -38,10 +37,10 @@ from locust import User, events, task  # noqa: E402
 
 from clickmask.client import Client, ClickmaskError  # noqa: E402
 from clickmask.client.protocol import ProtocolRun  # noqa: E402
+from clickmask.datasets import default_root  # noqa: E402
 
 LOGGER = logging.getLogger("clickmask.locustfile")
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_DATASET = pathlib.Path(os.environ.get("CLICKMASK_DATASETS", REPO_ROOT.parent / "shared" / "datasets")) / "GrabCut"
+DEFAULT_DATASET = default_root() / "GrabCut"
 REQUEST_TYPE = "grpc"
 
 

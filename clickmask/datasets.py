@@ -42,6 +42,15 @@ KNOWN_CONVENTIONS = {
     "MSRC": "instances-ignore255",
 }
 BACKGROUND_SETS = frozenset({"BSDS500_backgrounds"})  # images only, for copy-paste augmentation
+DATASETS_ENV = "CLICKMASK_DATASETS"
+
+
+def default_root() -> pathlib.Path:
+    """Where the datasets are: ``$CLICKMASK_DATASETS``, else ``../shared/datasets`` from the
+    working directory (the repository root of a checkout). Data, not package files."""
+    import os  # noqa: PLC0415
+
+    return pathlib.Path(os.environ.get(DATASETS_ENV, "../shared/datasets"))
 
 
 class DatasetError(InvalidInputError):

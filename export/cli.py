@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from clickmask.server import DEFAULT_MODEL_REPOSITORY
+
 from .deploy_files import add_deploy_args_parser
 from .network_names import NETWORK_NAMES
 from .train_config import add_train_arguments, train_overrides  # noqa: F401 - train_overrides: API
@@ -20,7 +22,7 @@ from .train_config import add_train_arguments, train_overrides  # noqa: F401 - t
 log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "efficientnet-lite0"
-DEFAULT_ONNX_OUTPUT = "model_repository/clickmask/1/model.onnx"
+DEFAULT_ONNX_OUTPUT = str(DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx")
 
 
 # ---------------------------------------------------------------------------------- export

@@ -48,7 +48,13 @@ BACKENDS = ("python", "onnxruntime", "tensorrt")
 #: File names inside the version folder ``1/``.
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
-PYTHON_ADAPTER = pathlib.Path(__file__).resolve().parent.parent / "model_repository" / MODEL_NAME / "1" / "model.py"
+def _python_adapter() -> pathlib.Path:
+    from clickmask.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
+
+    return DEFAULT_MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py"
+
+
+PYTHON_ADAPTER = _python_adapter()  # the adapter shipped with the package
 
 
 class ModelConfigError(ValueError):

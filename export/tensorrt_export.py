@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import pathlib
 import re
 import statistics
@@ -35,7 +34,7 @@ from clickmask.client.contract import INPUT_NAMES, OUTPUT_NAME
 from clickmask.client.encoding import CropTransform, decode_prob
 from clickmask.client.protocol import ProtocolRun
 from clickmask.client.session import PROB_THRESHOLD, Session
-from clickmask.datasets import list_objects, load_object
+from clickmask.datasets import default_root, list_objects, load_object
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,8 +44,7 @@ DEFAULT_WORKSPACE_MIB = 4096
 MIN_PARITY_IOU = 0.99
 TENSORRT_MISSING = ("TensorRT is not installed: pip install 'clickmask[tensorrt]' on a machine with an NVIDIA GPU "
                     "(or run inside nvcr.io/nvidia/tensorrt / tritonserver images)")
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_DATASET = pathlib.Path(os.environ.get("CLICKMASK_DATASETS", REPO_ROOT.parent / "shared" / "datasets")) / "GrabCut"
+DEFAULT_DATASET = default_root() / "GrabCut"
 
 
 class TensorRTUnavailableError(RuntimeError):
