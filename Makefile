@@ -8,8 +8,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHECKPOINT ?= export/checkpoints/clickmask-lite0.pt
 ONNX := model_repository/clickmask/1/model.onnx
 PYTEST_ARGS ?=
+# The Label Studio adapter's own environment (label-studio-sdk 2.x needs numpy>=2.2, the serve extra pins
+# numpy<2) and Label Studio itself, for tests/integration/test_label_studio_e2e.py.
+LS_VENV ?= .venv-ls
+LABEL_STUDIO_VENV ?= .venv-labelstudio
+LABEL_STUDIO_VERSION ?= 1.23.2
 
-.PHONY: serve test unit integration system-deps venv model wheel clean help
+.PHONY: serve test unit integration system-deps venv model wheel clean help venv-ls venv-labelstudio label-studio-envs
 
 help:
 	@echo "make serve   set up, build the ONNX model and start the server (gRPC 127.0.0.1:8001)"
@@ -49,8 +54,29 @@ $(ONNX): $(VENV)/.installed $(wildcard $(CHECKPOINT))
 serve: venv model
 	$(VENV)/bin/clickmask serve
 
-test: venv model
+## The adapter's environment: clickmask[label-studio] on numpy 2 (+ onnxruntime and pytest for its unit tests).
+venv-ls: $(LS_VENV)/.installed
+$(LS_VENV)/.installed: pyproject.toml
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q -e '.[label-studio]' onnxruntime pytest pytest-timeout
+	@touch $@
+
+## Label Studio itself (PyPI label-studio) in its own environment, for the end-to-end test.
+venv-labelstudio: $(LABEL_STUDIO_VENV)/.installed
+$(LABEL_STUDIO_VENV)/.installed:
+	@test -x $(LABEL_STUDIO_VENV)/bin/python || $(PYTHON) -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LABEL_STUDIO_VENV)/bin/python -m pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+	@touch $@
+
+## Both, without failing the build: where they cannot be installed their tests skip and say why.
+label-studio-envs:
+	@$(MAKE) --no-print-directory venv-ls venv-labelstudio || echo ">> WARNING: the Label Studio environments could not be installed; their tests skip"
+
+test: venv model label-studio-envs
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -f $(LS_VENV)/.installed ]; then set -x; $(LS_VENV)/bin/python -m pytest tests/unit/test_label_studio_backend.py $(PYTEST_ARGS); fi
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
