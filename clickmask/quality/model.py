@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .session_log import check_session
+from clickmask.client.errors import InvalidInputError
+from clickmask.client.session_log import check_session
 
 __all__ = [
     "BAD_IOU",

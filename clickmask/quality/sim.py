@@ -28,7 +28,7 @@ from clickmask.client.clicks import Click
 from clickmask.client.protocol import ProtocolRun
 from clickmask.datasets import ObjectRef
 from clickmask.client.errors import InvalidInputError
-from clickmask.client.quality import BAD_IOU
+from clickmask.quality.model import BAD_IOU
 
 LOGGER = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def simulate(predictor, objects: Sequence[SimObject], per_object: int = 1, seed:
 # ------------------------------------------------------------------------------ evaluation
 def evaluate_records(records: Sequence[dict[str, Any]], model, grid: int = 100) -> dict[str, Any]:
     """ROC-AUC (pooled and per dataset) and the review curve of ``model`` on labelled sessions."""
-    from clickmask.client.quality import feature_matrix, is_bad, review_curve, roc_auc
+    from clickmask.quality.model import feature_matrix, is_bad, review_curve, roc_auc
 
     labels = np.array([is_bad(r) for r in records])
     scores = model.score_matrix(feature_matrix(records))
@@ -273,7 +273,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from clickmask.client.quality import QualityModel, feature_matrix, is_bad, roc_auc
+    from clickmask.quality.model import QualityModel, feature_matrix, is_bad, roc_auc
 
     records = _read_all(args.sessions)
     used = sorted({r.get("meta", {}).get("dataset") for r in records} & EVALUATION_ONLY)
@@ -293,7 +293,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_rank(args) -> int:
-    from clickmask.client.quality import QualityModel, rank_sessions
+    from clickmask.quality.model import QualityModel, rank_sessions
 
     records = _read_all([args.sessions])
     ranked = rank_sessions(records, QualityModel.load(args.model))
@@ -313,7 +313,7 @@ def _cmd_rank(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from clickmask.client.quality import QualityModel
+    from clickmask.quality.model import QualityModel
     from clickmask.client.session_log import write_sessions
 
     model = QualityModel.load(args.model)

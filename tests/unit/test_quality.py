@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clickmask.client import InvalidInputError, Session
-from clickmask.client.quality import (
+from clickmask.quality.model import (
     DEFAULT_MODEL_PATH,
     FEATURES,
     QualityModel,
