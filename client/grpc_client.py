@@ -207,8 +207,10 @@ class Client(_ClientBase):
         headers: sent with every call, e.g. the admin key of a locked-down server.
         compression: compress inference requests on the wire with ``"gzip"`` or
             ``"deflate"`` (None: uncompressed). The click maps and the previous mask are
-            mostly zeros, so a request shrinks to about a third (benchmarks/wire_size.py);
-            responses are compressed when the server runs with
+            mostly zeros: a request shrinks from 615 KB to 235 KB on the wire at S=320
+            (benchmarks/results/wire_size.md), for some 25 ms of CPU per click on a slow
+            core, so it pays on networks slower than about 100 Mbit/s. Responses are
+            compressed when the server runs with
             ``--grpc-infer-response-compression-level`` (``clickmask serve
             --grpc-response-compression``).
 

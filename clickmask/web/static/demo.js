@@ -7,7 +7,7 @@
   const ctx = canvas.getContext("2d");
   // One colour per object (RGB); object k uses PALETTE[(k - 1) % length].
   const PALETTE = [
-    [255, 176, 32], [64, 156, 255], [255, 92, 138], [62, 207, 114], [180, 120, 255],
+    [64, 156, 255], [255, 176, 32], [255, 92, 138], [62, 207, 114], [180, 120, 255],
     [0, 212, 212], [255, 128, 64], [200, 230, 60], [255, 90, 90], [120, 170, 255],
   ];
   const LATENCY_PARTS = [
@@ -253,11 +253,11 @@
     if (state.current) {
       for (const c of state.current.clicks) {
         ctx.beginPath();
-        ctx.arc(c.x, c.y, 6 * px, 0, 2 * Math.PI);
+        ctx.arc(c.x, c.y, 7 * px, 0, 2 * Math.PI);
         ctx.fillStyle = "#fff";
         ctx.fill();
         ctx.beginPath();
-        ctx.arc(c.x, c.y, 4.5 * px, 0, 2 * Math.PI);
+        ctx.arc(c.x, c.y, 5 * px, 0, 2 * Math.PI);
         ctx.fillStyle = c.positive ? "#22c55e" : "#ef4444";
         ctx.fill();
       }
@@ -360,7 +360,7 @@
     box.append(head, bar, legend, summary);
     const row = document.createElement("tr");
     const cells = [state.latencies.length, ...[total, latency.backend_ms, latency.encode_ms, latency.inference_ms,
-      latency.decode_ms].map((value) => Math.round(value)), ""];
+      latency.decode_ms].map((value) => Math.round(value))];
     for (const value of cells) {
       const cell = document.createElement("td");
       cell.textContent = value;
@@ -382,8 +382,9 @@
     clearTimeout(showMessage.timer);
     if (kind === "info") showMessage.timer = setTimeout(hideMessage, 8000);
   }
+  // A success clears an error; an info message stays until its timer or the close button.
   function hideMessage() {
-    $("message").hidden = true;
+    if ($("message").className === "error") $("message").hidden = true;
   }
   const SERVER_CODES = new Set(["server_unavailable", "server_overloaded", "model_not_ready", "deadline_exceeded", "backend_down"]);
   function showError(error) {
