@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ._validate import MAX_IMAGE_PIXELS, check_coordinate, check_rgb_image, describe
+from .contract import PROB_THRESHOLD
 from .clicks import Click
 from .encoding import CropTransform, decode_prob, encode_inputs
 from .errors import InferenceError, InvalidInputError
@@ -36,7 +37,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROB_THRESHOLD = 0.5
+DEFAULT_MAX_UNDO = 200
+"""Undo steps a session keeps (S x S bytes each: 20 MB at S=320); older ones are dropped."""
 
 
 @runtime_checkable
@@ -89,15 +91,47 @@ class ClickRecord:
     crop: Box
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _State:
-    """Everything a click depends on; undo restores the previous one exactly."""
+    """Everything a click depends on; undo restores the previous one exactly.
+
+    A click's state keeps what the network returned (``output``, uint8 S x S, and the crop it
+    covers), not the full-resolution map: the mask and probability are decoded from it on
+    demand, exactly as after the click (decoding is deterministic), so a click costs S x S bytes
+    of history whatever the image size. Only the current state keeps its decoded ``Mask``.
+    """
 
     clicks: tuple[Click, ...] = ()
-    prob: np.ndarray | None = None  # HxW float32, read-only
-    mask: Mask | None = None
     roi: Box | None = None  # zoom-in crop kept across clicks (RITM's _object_roi)
     record: ClickRecord | None = None
+    output: np.ndarray | None = None  # uint8 [S, S], read-only: the network's answer
+    transform: CropTransform | None = None
+    image_hw: tuple[int, int] | None = None
+    seed: Mask | None = None  # the initial_mask of a seeded session's first state
+    decoded: Mask | None = None  # cached while this is the current state
+
+    @property
+    def mask(self) -> Mask | None:
+        if self.decoded is not None:
+            return self.decoded
+        if self.output is None:
+            return self.seed
+        prob = decode_prob(self.output[None], self.transform, self.image_hw)
+        return Mask(prob > PROB_THRESHOLD, prob)
+
+    @property
+    def prob(self) -> np.ndarray | None:
+        mask = self.mask
+        return None if mask is None else mask.prob
+
+    def keep(self) -> None:
+        """Cache the decoded mask (this state became the current one)."""
+        self.decoded = self.mask
+
+    def compact(self) -> None:
+        """Drop the decoded full-resolution mask (another state is current now)."""
+        if self.output is not None:
+            self.decoded = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +160,7 @@ class _SessionCore:
         min_crop_size: int = 200,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         initial_mask: np.ndarray | Mask | None = None,
+        max_undo: int = DEFAULT_MAX_UNDO,
         _seed: _State | None = None,
     ) -> None:
         image = check_rgb_image(image, max_pixels=max_image_pixels)
@@ -138,6 +173,10 @@ class _SessionCore:
         self._zoom_in = zoom_in
         self._expansion_ratio = expansion_ratio
         self._min_crop_size = min_crop_size
+        if isinstance(max_undo, bool) or not isinstance(max_undo, (int, np.integer)) or max_undo < 1:
+            raise InvalidInputError(f"max_undo must be a positive int, got {max_undo!r}")
+        self._max_undo = int(max_undo)
+        self._dropped = False  # older undo steps were dropped: undo stops at the oldest one kept
         self._states: list[_State] = [seed]
 
     @property
@@ -230,7 +269,14 @@ class _SessionCore:
             mean_confidence=float(np.abs(content * (2.0 / 255.0) - 1.0).mean()),
             crop=(transform.x0, transform.y0, transform.x1, transform.y1),
         )
-        self._states.append(_State(clicks=clicks, prob=mask.prob, mask=mask, roi=pending.roi, record=record))
+        output = output.reshape(size, size).copy()
+        output.setflags(write=False)
+        self._states[-1].compact()
+        self._states.append(_State(clicks=clicks, roi=pending.roi, record=record, output=output,
+                                   transform=transform, image_hw=(height, width), decoded=mask))
+        if len(self._states) > self._max_undo + 1:  # the oldest undo step goes; the seed stays
+            del self._states[1]
+            self._dropped = True
         logger.debug(
             "click %d at x=%.1f y=%.1f positive=%s: area=%d, crop=%s, %.1f ms",
             len(clicks), click.x, click.y, click.positive, record.area, record.crop, record.latency_s * 1e3,
@@ -252,11 +298,17 @@ class _SessionCore:
         if len(self._states) == 1:
             logger.debug("undo with no clicks: nothing to do")
             return self._states[0].mask
+        if self._dropped and len(self._states) == 2:
+            logger.debug("undo: the %d undo steps kept are used up (max_undo)", self._max_undo)
+            return self._states[-1].mask
         self._states.pop()
+        self._states[-1].keep()
         return self._states[-1].mask
 
     def _reset(self) -> None:
         del self._states[1:]
+        self._states[0].keep()
+        self._dropped = False
 
 
 def _initial_state(initial_mask: object, image_hw: tuple[int, int]) -> _State:
@@ -304,7 +356,7 @@ def _initial_state(initial_mask: object, image_hw: tuple[int, int]) -> _State:
         )
     prob = prob.copy()
     prob.setflags(write=False)
-    return _State(prob=prob, mask=Mask(prob > PROB_THRESHOLD, prob))
+    return _State(seed=Mask(prob > PROB_THRESHOLD, prob))
 
 
 def _check_bool(value: object) -> bool:
@@ -326,8 +378,9 @@ class Session(_SessionCore):
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
         max_image_pixels: refuse larger images (default 64 megapixels; None: no limit).
-            Each click keeps a float32 probability and a bool mask at full resolution
-            (5 bytes per pixel) for undo, so memory grows with pixels x clicks.
+        max_undo: undo steps kept (default 200). Each keeps the network's uint8 S x S answer
+            and its crop, not a full-resolution map (100 KB a click at S=320, whatever the
+            image size); only the current mask is held at full resolution (5 bytes a pixel).
         initial_mask: start from an existing mask (a :class:`Mask`, an HxW bool array or
             float probabilities in [0, 1], of the image's size) instead of nothing: the
             first click sends it as the previous mask, and zoom-in crops around it from the
