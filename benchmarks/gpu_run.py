@@ -92,7 +92,7 @@ class Plan:
 
 FULL_PLAN = Plan(
     device="cuda", size=None,
-    seconds={"environment": 25, "numerics": 80, "speed": 65, "train": 120},
+    seconds={"environment": 40, "numerics": 75, "speed": 60, "train": 115},
     fixed_objects=8, fixed_clicks=5,
     numerics_variants=("fp16-autocast", "fp16-half", "cpu-fp32", "tensorrt-fp16"),
     noc_objects=None, noc_max_clicks=20, noc_workers=6,
