@@ -5,6 +5,7 @@ import argparse
 import pathlib
 import sys
 
+from clickmask.datasets import CONVENTIONS
 from clickmask.server import DEFAULT_MODEL_REPOSITORY
 
 DEFAULT_ONNX = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
@@ -20,6 +21,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--dataset", type=pathlib.Path, required=True, help="folder with images/ and masks/")
     p.add_argument("--max-clicks", type=int, default=20, help="default: %(default)s")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by id)")
+    p.add_argument("--convention", choices=CONVENTIONS, default=None,
+                   help="what mask values mean (default: known by the folder's name, else binary: 0 background, "
+                        "128 ignored, anything else object); see clickmask.datasets")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--url", default=None, help="Triton gRPC address, e.g. 127.0.0.1:8001")
     source.add_argument("--onnx", type=pathlib.Path, default=None, help=f"ONNX file (default: {DEFAULT_ONNX})")
@@ -38,7 +42,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.max_clicks < 1:
         raise InvalidInputError("--max-clicks must be at least 1")
-    samples = list_samples(args.dataset, args.limit)
+    samples = list_samples(args.dataset, args.limit, convention=args.convention)
     if args.url:
         from clickmask.client import Client
 
