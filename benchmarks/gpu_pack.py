@@ -265,7 +265,7 @@ def summary(manifest: dict[str, Any], out: pathlib.Path) -> str:
             f"({pathlib.Path(manifest['checkpoint']['from']).name}), validation list {manifest['val_objects']} objects "
             f"({manifest['val_bytes'] / mib:.1f} MiB)\n"
             f"  training subset: {sets}\n"
-            f"  device tool: run(command=\"bash {out.name}/run.sh\", carry=[\"{out.name}\"], timeout_s=420)")
+            f"  device tool: run(command=\"bash {out.name}/run.sh\", carry=[\"{out.name}\"], timeout_s=360)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
