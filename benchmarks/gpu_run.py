@@ -900,7 +900,7 @@ def run(args) -> int:
     if not pathlib.Path(inputs["data_root"]).is_dir():
         raise SystemExit(f"dataset root {inputs['data_root']} not found; pass --data-root or --bundle")
 
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out or ("runs/gpu-dry" if args.dry_run else "benchmarks/results/gpu"))
     out.mkdir(parents=True, exist_ok=True)
     tee = _Tee(out / RUN_LOG)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="gpu-run-"))
@@ -944,9 +944,9 @@ def run(args) -> int:
 
 # ================================================================================== CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results/gpu"),
+    parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="output folder: results.json, results.md, run.log, burst.pt, burst-metrics.jsonl "
-                             "(default: %(default)s)")
+                             "(default: benchmarks/results/gpu; runs/gpu-dry with --dry-run)")
     parser.add_argument("--bundle", type=pathlib.Path, default=None,
                         help="a folder made by 'clickmask bench gpu-pack': its checkpoint, datasets and list")
     parser.add_argument("--checkpoint", type=pathlib.Path, default=None,
