@@ -3,8 +3,8 @@
 The demo runs as its own process (``python -m clickmask.cli demo``), exactly as a person
 starts it; the browser opens the page, clicks on the canvas with real mouse events, and
 reads back what the page shows (its state, the canvas pixels, the downloaded files).
-Skipped, with the reason, where Chromium or chromedriver is not installed
-(``apt-get install chromium chromium-driver``; ``make system-deps`` does it).
+The tests that need the browser skip, with the reason, where Chromium or chromedriver is
+not installed (``apt-get install chromium chromium-driver``; ``make system-deps`` does it).
 """
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ try:
 except ImportError:  # pragma: no cover - the dev extra has it
     selenium = None
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None or selenium is None,
-    reason="headless browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
-           "chromium-driver, or make system-deps) and the python package selenium (the dev extra)",
+NO_BROWSER = (
+    "headless browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
+    "chromium-driver, or make system-deps) and the python package selenium (the dev extra)"
+    if CHROMIUM is None or CHROMEDRIVER is None or selenium is None else None
 )
+needs_browser = pytest.mark.skipif(NO_BROWSER is not None, reason=NO_BROWSER or "")
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "clickmask" / "web" / "static" / "samples"
 CUP = (250, 160)  # the coffee cup in samples/coffee.jpg (600x400)
@@ -111,6 +112,8 @@ def downloads(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def browser(downloads):
+    if NO_BROWSER:
+        pytest.skip(NO_BROWSER)
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
@@ -248,7 +251,8 @@ def js_errors(driver) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- tests
-def test_click_negative_undo_and_downloads_in_a_real_browser(demo_app, browser, downloads):
+@needs_browser
+def test_click_negative_undo_and_downloads_in_a_real_browser(browser, demo_app, downloads):
     driver = browser
     load(driver, demo_app.url)
     wait_until(lambda: "ok" in driver.find_element("id", "server-status").get_attribute("class"),
@@ -311,7 +315,8 @@ def test_click_negative_undo_and_downloads_in_a_real_browser(demo_app, browser, 
     assert js_errors(driver) == []
 
 
-def test_start_from_a_mask_and_refine_it(demo_app, browser, tmp_path):
+@needs_browser
+def test_start_from_a_mask_and_refine_it(browser, demo_app, tmp_path):
     driver = browser
     load(driver, demo_app.url)
     open_sample(driver, "coffee")
@@ -329,7 +334,8 @@ def test_start_from_a_mask_and_refine_it(demo_app, browser, tmp_path):
     assert refined["current"]["seeded"] and refined["current"]["area"] != 220 * 160
 
 
-def test_a_non_image_file_shows_a_message_and_the_page_keeps_working(demo_app, browser, tmp_path):
+@needs_browser
+def test_a_non_image_file_shows_a_message_and_the_page_keeps_working(browser, demo_app, tmp_path):
     driver = browser
     load(driver, demo_app.url)
     notes = tmp_path / "notes.txt"
@@ -350,6 +356,7 @@ def test_a_non_image_file_shows_a_message_and_the_page_keeps_working(demo_app, b
     assert message(driver)[0] is False
 
 
+@needs_browser
 def test_a_server_that_is_down_is_reported_on_the_page(browser):
     demo = DemoProcess("--url", f"127.0.0.1:{free_port()}", "--timeout", "2")
     try:
@@ -367,7 +374,8 @@ def test_a_server_that_is_down_is_reported_on_the_page(browser):
         assert demo.stop() == 0
 
 
-def test_an_expired_session_is_reopened_and_replayed(grpc_url, browser):
+@needs_browser
+def test_an_expired_session_is_reopened_and_replayed(browser, grpc_url):
     demo = DemoProcess("--url", grpc_url, "--session-ttl", "1")
     try:
         driver = browser
@@ -386,7 +394,8 @@ def test_an_expired_session_is_reopened_and_replayed(grpc_url, browser):
         assert demo.stop() == 0
 
 
-def test_screenshot_of_a_real_run(demo_app, browser, tmp_path):
+@needs_browser
+def test_screenshot_of_a_real_run(browser, demo_app, tmp_path):
     """The README's screenshot: CLICKMASK_DEMO_SCREENSHOT=docs/images/demo.png keeps it."""
     driver = browser
     load(driver, demo_app.url)
