@@ -354,6 +354,23 @@ def test_a_non_image_file_shows_a_message_and_the_page_keeps_working(browser, de
     assert page_state(driver)["name"] == "cup photo.jpg"
     assert canvas_click(driver, *CUP)["current"]["area"] > 0
     assert message(driver)[0] is False
+    # Drag and drop: a file dropped on the canvas area opens too (the drop event a browser
+    # fires, with the file in its DataTransfer).
+    driver.execute_async_script("""
+        const done = arguments[0];
+        fetch('/static/samples/astronaut.jpg').then((r) => r.blob()).then((blob) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([blob], 'dropped.jpg', {type: 'image/jpeg'}));
+            const stage = document.getElementById('stage');
+            stage.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            stage.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            window.clickmaskDemo.idle().then(done);
+        });
+    """)
+    idle(driver)
+    dropped = page_state(driver)
+    assert (dropped["name"], dropped["width"], dropped["height"]) == ("dropped.jpg", 512, 512)
+    assert canvas_click(driver, 110, 350)["current"]["area"] > 0
 
 
 @needs_browser
