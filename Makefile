@@ -54,12 +54,12 @@ $(ONNX): $(VENV)/.installed $(wildcard $(CHECKPOINT))
 serve: venv model
 	$(VENV)/bin/clickmask serve
 
-## The adapter's environment: clickmask[label-studio] on numpy 2 (+ onnxruntime and pytest for its unit tests).
+## The adapter's environment: clickmask[label-studio] on numpy 2 (+ onnxruntime, pytest, nuclio-sdk: its tests, the benchmark).
 venv-ls: $(LS_VENV)/.installed
 $(LS_VENV)/.installed: pyproject.toml
 	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LS_VENV)/bin/python -m pip install -q -e '.[label-studio]' onnxruntime pytest pytest-timeout
+	$(LS_VENV)/bin/python -m pip install -q -e '.[label-studio]' onnxruntime nuclio-sdk pytest pytest-timeout
 	@touch $@
 
 ## Label Studio itself (PyPI label-studio) in its own environment, for the end-to-end test.

@@ -295,7 +295,7 @@ class InteractiveSessions:
             inferences = self._apply(entry, action, wanted)
             mask, prob = self._paste(entry, ibox, (height, width), threshold)
         area = int(np.count_nonzero(mask))
-        score = float(prob[mask].mean()) if area and prob is not None else 0.0
+        score = float(np.sum(prob, where=mask, dtype=np.float64)) / area if area and prob is not None else 0.0
         LOGGER.debug("key %s: %s (%d inference(s)), %d points, area %d", key[:12], action, inferences,
                      len(wanted), area)
         return Result(mask=mask, prob=prob, score=score, action=action, inferences=inferences, cached=cached)

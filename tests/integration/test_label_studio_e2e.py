@@ -224,3 +224,140 @@ def test_interactive_annotating_through_label_studio(label_studio, backend, samp
     errors = annotate(tasks[0]["id"], [outside]).get("errors")
     assert errors and "outside the image" in errors[0], errors
     assert "errors" not in annotate(tasks[0]["id"], [keypoint(click.x, click.y)])
+
+
+# ------------------------------------------------------------------------------ the labeling UI
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOT_ENV = "CLICKMASK_LABEL_STUDIO_SCREENSHOT"  # write the screenshot there (docs/images/label-studio.png)
+
+
+def _browser_or_skip():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (the dev extra has it)")
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (make system-deps installs them)")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_smart_keypoints_in_the_labeling_ui(label_studio, backend, sample, tmp_path):
+    """A person's session in Label Studio's own labeling UI (headless Chromium): auto-annotation
+    on, the smart keypoint tool, two positive clicks on the apple and an Alt-click negative on the
+    table. The UI re-sends every point each time; each click costs the backend one inference,
+    and the clickmask mask is drawn as a suggestion."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from clickmask.web.label_studio import EXAMPLE_LABEL_CONFIG
+
+    ls = label_studio["url"]
+    api = requests.Session()
+    api.headers.update({"Authorization": f"Token {TOKEN}"})
+    pid = api.post(f"{ls}/api/projects", json={"title": "clickmask ui", "label_config": EXAMPLE_LABEL_CONFIG}).json()["id"]
+    with sample["image"].open("rb") as fh:
+        assert api.post(f"{ls}/api/projects/{pid}/import", files={"file": ("apple.jpg", fh, "image/jpeg")}).ok
+    (task,) = api.get(f"{ls}/api/tasks", params={"project": pid}).json()["tasks"]
+    ml = api.post(f"{ls}/api/ml", json={"project": pid, "url": backend["url"], "title": "clickmask",
+                                        "is_interactive": True})
+    assert ml.status_code == 201 and ml.json()["readable_state"] == "Connected", ml.text
+
+    def inferences() -> int:
+        return requests.get(f"{backend['url']}/metrics", timeout=5).json()["inferences"]
+
+    gt = sample["gt"]
+    first = next_click(gt, np.zeros_like(gt), sample["ignore"])
+    inside = cv2.distanceTransform(np.pad(gt, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    ys, xs = np.nonzero(inside > 0.5 * inside.max())
+    far = np.argmax((xs - first.x) ** 2 + (ys - first.y) ** 2)
+    second = (float(xs[far]), float(ys[far]))  # deep inside the apple, away from the first click
+    bys, bxs = np.nonzero(~gt)
+    pick = np.argmax(bxs + bys)  # background: the lower right corner of the image (the table)
+    negative = (float(bxs[pick]) - 40, float(bys[pick]) - 40)
+
+    driver = _browser_or_skip()
+    wait = WebDriverWait(driver, 90)
+    try:
+        driver.get(f"{ls}/user/login/")
+        wait.until(lambda d: d.find_elements(By.NAME, "email"))
+        driver.find_element(By.NAME, "email").send_keys(USER)
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+        wait.until(lambda d: "/user/login" not in d.current_url)
+        driver.get(f"{ls}/projects/{pid}/data?tab=1&task={task['id']}")
+
+        def press(css: str, done=lambda element: True) -> None:
+            """Click ``css`` (again, while the UI re-renders it) until ``done(element)``."""
+            def attempt(d):
+                try:
+                    element = d.find_element(By.CSS_SELECTOR, css)
+                    if not done(element):
+                        d.execute_script("arguments[0].click()", element)
+                    return done(d.find_element(By.CSS_SELECTOR, css))
+                except (NoSuchElementException, StaleElementReferenceException):
+                    return False
+            wait.until(attempt)
+
+        press("[data-testid=bottombar-auto-annotation-toggle]", lambda e: e.is_selected())  # Auto-Annotation on
+        press(".lsf-tool_smart[aria-label=key-point-tool]", lambda e: "lsf-tool_active" in e.get_attribute("class"))
+        canvas = wait.until(lambda d: [c for c in d.find_elements(By.CSS_SELECTOR, "canvas")
+                                       if c.size["width"] > 100 and c.size["height"] > 100])[0]
+        scale = canvas.size["width"] / sample["width"]
+        body = driver.find_element(By.TAG_NAME, "body")
+
+        def click(x: float, y: float, negative_click: bool = False) -> None:
+            # the labels of the config's three tags, in order: BrushLabels, KeyPointLabels, RectangleLabels
+            labels = driver.find_elements(By.XPATH, "//span[@class='lsf-label__text' and text()='Object']")
+            driver.execute_script("arguments[0].click()", labels[1])
+            before = inferences()
+            offset_x = (x + 0.5) * scale - canvas.size["width"] / 2
+            offset_y = (y + 0.5) * scale - canvas.size["height"] / 2
+            chain = ActionChains(driver).move_to_element_with_offset(body, 0, 0).move_to_element_with_offset(
+                canvas, int(round(offset_x)), int(round(offset_y)))
+            if negative_click:
+                chain = chain.key_down(Keys.ALT).click().key_up(Keys.ALT)
+            else:
+                chain = chain.click()
+            chain.perform()
+            deadline = time.monotonic() + 90
+            while inferences() == before and time.monotonic() < deadline:
+                time.sleep(0.25)
+            assert inferences() == before + 1, "each click in the UI must cost the backend exactly one inference"
+            time.sleep(1.5)  # the answer is drawn
+
+        click(first.x, first.y)
+        click(*second)
+        click(*negative, negative_click=True)
+        wait.until(lambda d: "suggestion" in d.find_element(By.TAG_NAME, "body").text)
+
+        sent = []
+        for entry in driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            request = message.get("params", {}).get("request", {})
+            if message["method"] == "Network.requestWillBeSent" and "interactive-annotating" in request.get("url", ""):
+                sent.append(json.loads(request["postData"])["context"]["result"])
+        assert [len(result) for result in sent] == [1, 2, 3], "the UI re-sends every point with each click"
+        assert [r["is_positive"] for r in sent[-1]] == [True, True, False]
+        assert sent[2][0] == sent[0][0]
+
+        shot = tmp_path / "label-studio.png"
+        driver.save_screenshot(str(shot))
+        target = os.environ.get(SCREENSHOT_ENV)
+        if target:
+            from PIL import Image
+
+            image = Image.open(shot).convert("RGB").crop((240, 48, 1400, 857))  # the labeling area
+            image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+    finally:
+        driver.quit()
