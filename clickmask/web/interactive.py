@@ -71,7 +71,7 @@ class Result:
     Attributes:
         mask: HxW bool over the full image.
         prob: HxW float32 probability over the full image (None when no click is left).
-        score: mean probability of the mask's pixels (0 for an empty mask).
+        score: mean probability of the mask's pixels (0 for an empty mask), computed on first use.
         action: what the diff decided: ``"same"``, ``"click"``, ``"undo"`` or ``"replay"``.
         inferences: model calls this request cost.
         cached: True when the session came from the cache (False: a new one was started).
@@ -79,10 +79,16 @@ class Result:
 
     mask: np.ndarray
     prob: np.ndarray | None
-    score: float
     action: str
     inferences: int
     cached: bool
+
+    @property
+    def score(self) -> float:
+        area = int(np.count_nonzero(self.mask))
+        if not area or self.prob is None:
+            return 0.0
+        return float(np.sum(self.prob, where=self.mask, dtype=np.float64)) / area
 
 
 @dataclass
@@ -294,11 +300,8 @@ class InteractiveSessions:
             action = _diff(entry.points, wanted)
             inferences = self._apply(entry, action, wanted)
             mask, prob = self._paste(entry, ibox, (height, width), threshold)
-        area = int(np.count_nonzero(mask))
-        score = float(np.sum(prob, where=mask, dtype=np.float64)) / area if area and prob is not None else 0.0
-        LOGGER.debug("key %s: %s (%d inference(s)), %d points, area %d", key[:12], action, inferences,
-                     len(wanted), area)
-        return Result(mask=mask, prob=prob, score=score, action=action, inferences=inferences, cached=cached)
+        LOGGER.debug("key %s: %s (%d inference(s)), %d points", key[:12], action, inferences, len(wanted))
+        return Result(mask=mask, prob=prob, action=action, inferences=inferences, cached=cached)
 
     # -------------------------------------------------------------------------------- details
     def _apply(self, entry: _Entry, action: str, wanted: tuple[Point, ...]) -> int:

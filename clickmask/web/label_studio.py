@@ -491,10 +491,11 @@ def create_app(backend: LabelStudioBackend):
 
     @app.post("/predict")
     def predict():
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         response = jsonify(backend.predict(body()))
         elapsed_ms = (time.perf_counter() - started) * 1e3
-        response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.2f}"  # the benchmark reads it
+        # wall and CPU time of the handler (the benchmark reads them)
+        response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.2f}, cpu;dur={(time.thread_time() - cpu) * 1e3:.2f}"
         LOGGER.info("predict: %.1f ms", elapsed_ms)
         return response
 
