@@ -46,7 +46,8 @@ USER, PASSWORD = "e2e@example.com", "e2e-password-123"
 IOU_BOUND = 0.8  # one positive click on this apple: 0.93 measured with the shipped model
 STARTUP_S = 600.0  # the first start migrates a fresh database: minutes on 2 busy cores
 
-for path, fix in ((LABEL_STUDIO, "make venv-labelstudio"), (ADAPTER_PYTHON, "make venv-ls")):
+ADAPTER_CLICKMASK = REPO_ROOT / ".venv-ls" / "bin" / "clickmask"  # the last thing its install writes
+for path, fix in ((LABEL_STUDIO, "make venv-labelstudio"), (ADAPTER_CLICKMASK, "make venv-ls")):
     if not path.exists():
         pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=f"{path} is not installed ({fix}; make test "
                                                                 f"runs it, and it failed or was not run here)")]
