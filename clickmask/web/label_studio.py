@@ -291,13 +291,13 @@ class LabelStudioBackend:
     @property
     def model_version(self) -> str:
         if self._model_version is None:
-            info = getattr(self.predictor, "model_info", None)  # a Client: asks the server once
+            try:
+                info = getattr(self.predictor, "model_info", None)  # a Client: asks the server once
+            except ClickmaskError:  # the server is down: say so later, in /predict
+                return "clickmask"
             if info is not None:
-                try:
-                    version = info.versions[-1] if info.versions else "1"
-                    self._model_version = f"{info.name}-v{version}-S{info.size}"
-                except ClickmaskError:
-                    return "clickmask"
+                version = info.versions[-1] if info.versions else "1"
+                self._model_version = f"{info.name}-v{version}-S{info.size}"
             else:
                 self._model_version = f"clickmask-S{getattr(self.predictor, 'size', '?')}"
         return self._model_version
@@ -327,8 +327,9 @@ class LabelStudioBackend:
         if not isinstance(context, dict) or not context.get("result"):
             raise AdapterError(
                 "the request has no params.context.result: clickmask answers interactive requests only "
-                "(place a smart keypoint or rectangle with auto-annotation on); turn off 'Retrieve predictions "
-                "when loading a task automatically' for this backend")
+                "(place a smart keypoint or rectangle with auto-annotation on); to stop these calls when a task "
+                "opens, turn off 'Use predictions to prelabel tasks' in the project's annotation settings "
+                "(show_collab_predictions)")
         if len(tasks) != 1:
             raise AdapterError(f"an interactive request carries one task, this one has {len(tasks)}")
         config = self._config(body.get("label_config") or "")

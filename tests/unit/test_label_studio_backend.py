@@ -260,6 +260,9 @@ def test_triton_down_is_a_503_and_the_service_keeps_serving(app_for, sample):
         detail = _error(client.post("/predict", json=request([keypoint(sample, x, y)])), 503, "clickmask serve")
     assert "not available" in detail
     assert client.get("/health").get_json()["status"] == "UP"
+    # connecting Label Studio while the server is down still works; the version is generic until it is up
+    setup = create_app(LabelStudioBackend(dead)).test_client().post("/setup", json={"schema": EXAMPLE_LABEL_CONFIG})
+    assert setup.status_code == 200 and setup.get_json() == {"model_version": "clickmask"}
 
 
 def test_an_evicted_session_is_replayed(app_for, predictor, sample):
