@@ -2,30 +2,18 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
 from clickmask.export.checkpoint import load_checkpoint, read_checkpoint
 from clickmask.export.train import train
 
+from .synthetic import write_disc_dataset
+
 
 @pytest.fixture()
 def synthetic_root(tmp_path):
-    rng = np.random.default_rng(0)
-    base = tmp_path / "data" / "Synthetic"
-    (base / "images").mkdir(parents=True)
-    (base / "masks").mkdir(parents=True)
-    for i in range(8):
-        h, w = 96, 128
-        yy, xx = np.mgrid[:h, :w]
-        cx, cy, r = rng.uniform(40, 88), rng.uniform(35, 60), rng.uniform(15, 30)
-        mask = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.uint8) * 255
-        image = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
-        image[mask > 0] += np.array([150, 60, 20], np.uint8)
-        cv2.imwrite(str(base / "images" / f"s{i}.png"), image)
-        cv2.imwrite(str(base / "masks" / f"s{i}.png"), mask)
-    return tmp_path / "data"
+    return write_disc_dataset(tmp_path / "data", count=8, height=96, width=128, seed=0)
 
 
 def test_two_iterations_write_checkpoints_and_resume(synthetic_root, tmp_path):

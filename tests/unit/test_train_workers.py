@@ -3,7 +3,6 @@
 import multiprocessing
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,23 +11,12 @@ from clickmask.export.data import discover_objects
 from clickmask.export.train import batch_stream, train
 from clickmask.export.train_config import TrainConfig
 
+from .synthetic import write_disc_dataset
+
 
 @pytest.fixture()
 def synthetic_root(tmp_path):
-    rng = np.random.default_rng(1)
-    base = tmp_path / "data" / "Synthetic"
-    (base / "images").mkdir(parents=True)
-    (base / "masks").mkdir(parents=True)
-    for i in range(6):
-        h, w = 80, 96
-        yy, xx = np.mgrid[:h, :w]
-        cx, cy, r = rng.uniform(30, 66), rng.uniform(30, 50), rng.uniform(12, 24)
-        mask = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.uint8) * 255
-        image = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
-        image[mask > 0] += np.array([150, 60, 20], np.uint8)
-        cv2.imwrite(str(base / "images" / f"s{i}.png"), image)
-        cv2.imwrite(str(base / "masks" / f"s{i}.png"), mask)
-    return tmp_path / "data"
+    return write_disc_dataset(tmp_path / "data", count=6, height=80, width=96, seed=1)
 
 
 def _draw(stream, n):
