@@ -6,7 +6,7 @@ import pathlib
 import sys
 
 from clickmask.datasets import CONVENTIONS
-from clickmask.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 
 DEFAULT_ONNX = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
 
@@ -49,7 +49,7 @@ def run_eval(args: argparse.Namespace) -> int:
         predictor = Client(args.url)
         source = f"server {args.url}"
     else:
-        from clickmask.local import LocalPredictor
+        from clickmask.serving.local import LocalPredictor
 
         predictor = LocalPredictor(args.onnx or DEFAULT_ONNX, threads=args.threads)
         source = f"in-process {args.onnx or DEFAULT_ONNX}"

@@ -33,7 +33,7 @@ import numpy as np
 
 from clickmask.client.protocol import ProtocolRun
 from clickmask.datasets import list_objects, load_object
-from clickmask.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _server_config(repository: pathlib.Path, base_port: int) -> ServerConfig:
 
 def sweep(args) -> list[LevelResult]:
     from clickmask.client import Client  # noqa: PLC0415
-    from clickmask.local import LocalPredictor  # noqa: PLC0415
+    from clickmask.serving.local import LocalPredictor  # noqa: PLC0415
 
     workload = load_workload(args.dataset, args.images)
     results: list[LevelResult] = []

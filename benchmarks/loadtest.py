@@ -222,7 +222,7 @@ class _Target:
     def __enter__(self) -> str:
         if not self.args.start_server:
             return self.args.url
-        from clickmask.server import ServerConfig, TritonServer  # noqa: PLC0415
+        from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
         config = ServerConfig(model_repository=self.args.model_repository, grpc_port=_free_port(),
                               http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300)
@@ -322,7 +322,7 @@ def run(args) -> int:
 
 # ----------------------------------------------------------------------------------- parser
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from clickmask.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
 
     from clickmask.datasets import default_root  # noqa: PLC0415
 

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import contextlib
 
-        from clickmask.server import ServerConfig, TritonServer
+        from clickmask.serving.server import ServerConfig, TritonServer
 
         def free_port() -> int:
             with socket.socket() as sock:

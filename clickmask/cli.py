@@ -36,7 +36,7 @@ class _ClickAction(argparse.Action):
 
 # ---------------------------------------------------------------------------------- serve
 def _add_serve(sub) -> None:
-    from clickmask import server  # light: stdlib only
+    from clickmask.serving import server  # light: stdlib only
 
     p = sub.add_parser("serve", help="start tritonserver with the clickmask model (CPU, embedded default)",
                        description="Start the tritonserver binary of the nvidia-pytriton wheel on the model "
@@ -71,7 +71,7 @@ def _add_serve(sub) -> None:
 def _cmd_serve(args) -> int:
     import os
 
-    from clickmask.server import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, ServerConfig, TritonServer
+    from clickmask.serving.server import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, ServerConfig, TritonServer
 
     admin_key = args.admin_key or os.environ.get("CLICKMASK_ADMIN_KEY") or None
     config = ServerConfig(
@@ -161,7 +161,7 @@ class _open_predictor:
 
     def __enter__(self):
         if self.args.onnx is not None:
-            from clickmask.local import LocalPredictor
+            from clickmask.serving.local import LocalPredictor
 
             self.client = LocalPredictor(self.args.onnx)
         else:

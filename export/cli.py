@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clickmask.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 
 from .deploy_files import add_deploy_args_parser
 from .network_names import NETWORK_NAMES

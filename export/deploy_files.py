@@ -1,5 +1,5 @@
 """The tritonserver command line of every deploy file, generated from the same code as the
-embedded server's (:func:`clickmask.server.security_args`), so ``deploy/compose.yaml`` and the
+embedded server's (:func:`clickmask.serving.server.security_args`), so ``deploy/compose.yaml`` and the
 Kubernetes deployment are as locked down as ``clickmask serve``:
 
 - model control ``none`` (no loading or unloading over the API);
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from clickmask.server import ADMIN_APIS, SUMMARY_QUANTILES, security_args
+from clickmask.serving.server import ADMIN_APIS, SUMMARY_QUANTILES, security_args
 
 TARGETS = ("compose", "kubernetes")
 TLS_DIR = "/tls"

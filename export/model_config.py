@@ -49,7 +49,7 @@ BACKENDS = ("python", "onnxruntime", "tensorrt")
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 def _python_adapter() -> pathlib.Path:
-    from clickmask.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
 
     return DEFAULT_MODEL_REPOSITORY / MODEL_NAME / "1" / "model.py"
 

@@ -38,7 +38,7 @@ def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, thread
                      progress: bool = True, session_options: dict | None = None) -> dict:
     """Per-object NoC@85/NoC@90 of one checkpoint (ONNX Runtime, the eval path)."""
     from clickmask.evaluation import evaluate
-    from clickmask.local import LocalPredictor
+    from clickmask.serving.local import LocalPredictor
 
     from .checkpoint import load_checkpoint
     from .onnx_export import export_onnx

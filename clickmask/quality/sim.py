@@ -224,7 +224,7 @@ def _predictor(args):
 
         return Client(args.url), f"server {args.url}"
     from clickmask.benchmarks.eval_cli import DEFAULT_ONNX
-    from clickmask.local import LocalPredictor
+    from clickmask.serving.local import LocalPredictor
 
     onnx = args.onnx or DEFAULT_ONNX
     if not pathlib.Path(onnx).is_file():

@@ -295,7 +295,7 @@ def create_app(predictor: Any, *, server_label: str = "in-process", max_megapixe
                max_sessions: int = DEFAULT_MAX_SESSIONS, session_ttl_s: float = DEFAULT_TTL_S,
                cache: SessionCache | None = None):
     """The Flask app. ``predictor`` is a :class:`~clickmask.client.Client` (or anything with
-    ``.size`` and ``.infer``, e.g. :class:`clickmask.local.LocalPredictor` in tests)."""
+    ``.size`` and ``.infer``, e.g. :class:`clickmask.serving.local.LocalPredictor` in tests)."""
     from flask import Flask, jsonify, request, send_file, send_from_directory
     from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -550,7 +550,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--url must be HOST:PORT, e.g. 127.0.0.1:8001, got {args.url!r}")
     triton = None
     if args.start_server:
-        from clickmask.server import ServerConfig, TritonServer
+        from clickmask.serving.server import ServerConfig, TritonServer
 
         config = ServerConfig(host=host, grpc_port=int(port_text), http_port=_free_port(), metrics_port=_free_port(),
                               grpc_response_compression="low")

@@ -226,7 +226,7 @@ class InteractiveSessions:
 
     Args:
         predictor: the model (a :class:`~clickmask.client.Client`, a
-            :class:`~clickmask.local.LocalPredictor`, anything with ``size`` and ``infer``).
+            :class:`~clickmask.serving.local.LocalPredictor`, anything with ``size`` and ``infer``).
         cache: where sessions live (default: a :class:`SessionCache` with its defaults).
         session_options: passed to every :class:`Session` (``zoom_in``, ...).
     """

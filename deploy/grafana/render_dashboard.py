@@ -130,7 +130,7 @@ def demo(out: pathlib.Path, phases, dataset: pathlib.Path) -> None:
     from clickmask.client.clicker import load_gt, next_click
     from clickmask.client.metrics import ClientMetrics
     from clickmask.imageio import read_mask, read_rgb
-    from clickmask.server import ServerConfig, TritonServer, _die_with_parent
+    from clickmask.serving.server import ServerConfig, TritonServer, _die_with_parent
 
     images = sorted((dataset / "images").iterdir())[:16]
     samples = [(read_rgb(p), load_gt(read_mask(dataset / "masks" / f"{p.stem}.png"))) for p in images]

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from clickmask.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
 
 from ..conftest import free_port
 

@@ -33,7 +33,7 @@ def test_latency_sweep_with_and_without_batching(datasets_dir, tmp_path, capsys)
 
 def test_repository_without_batching_is_a_valid_config(tmp_path):
     from clickmask.benchmarks.latency import repository_without_batching
-    from clickmask.server import DEFAULT_MODEL_REPOSITORY
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 
     target = repository_without_batching(pathlib.Path(DEFAULT_MODEL_REPOSITORY))
     text = (target / "clickmask" / "config.pbtxt").read_text()

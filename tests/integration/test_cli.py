@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from clickmask.errors import ServerStartError
-from clickmask.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
 
 from ..conftest import free_port
 

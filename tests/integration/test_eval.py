@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from clickmask.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 
 CLI = [sys.executable, "-m", "clickmask.cli"]
 KEYS = {"dataset", "num_samples", "max_clicks", "noc85", "noc90", "noc95", "failures90", "miou_curve",

@@ -25,7 +25,7 @@ from clickmask.client import Client
 from clickmask.client.clicker import load_gt, next_click
 from clickmask.client.metrics import CLICK_BUCKETS_S, ClientMetrics
 from clickmask.imageio import read_mask, read_rgb
-from clickmask.server import _die_with_parent
+from clickmask.serving.server import _die_with_parent
 
 from ..conftest import REPO_ROOT, free_port
 

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from clickmask.client import AsyncClient, Client, ClickmaskError, ServerUnavailableError
 from clickmask.imageio import read_rgb
-from clickmask.server import ServerConfig, TritonServer
+from clickmask.serving.server import ServerConfig, TritonServer
 
 from ..conftest import free_port
 

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from clickmask.client import Client, DeadlineExceededError, ServerOverloadedError
 from clickmask.export.model_config import Contract, python_config
-from clickmask.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
 
 from ..conftest import free_port
 

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from clickmask.client import Client, PermissionDeniedError, ServerUnavailableError
 from clickmask.errors import ServerStartError
-from clickmask.server import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, ServerConfig, TritonServer
+from clickmask.serving.server import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, ServerConfig, TritonServer
 
 from ..conftest import free_port
 

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from clickmask.client import Client, InferenceError
 from clickmask.client.contract import INPUT_CHANNELS, INPUT_NAMES, MODEL_NAME, OUTPUT_NAME
-from clickmask.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
 
 from ..conftest import free_port
 

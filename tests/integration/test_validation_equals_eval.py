@@ -19,8 +19,8 @@ from clickmask.export.checkpoint import load_checkpoint
 from clickmask.export.train import validate
 from clickmask.export.torch_predictor import TorchPredictor
 from clickmask.export.val_list import DEFAULT_LIST
-from clickmask.local import LocalPredictor
-from clickmask.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.serving.local import LocalPredictor
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 
 pytestmark = pytest.mark.slow
 CHECKPOINT = pathlib.Path(__file__).resolve().parents[2] / "export" / "checkpoints" / "clickmask-lite0.pt"

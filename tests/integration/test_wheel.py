@@ -77,7 +77,7 @@ def test_an_installed_wheel_serves_the_default_model_outside_the_checkout(wheel,
 
     python = serve_venv / "bin" / "python"
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)])
-    where = _run([str(python), "-c", "import clickmask, clickmask.server as s; print(clickmask.__file__); "
+    where = _run([str(python), "-c", "import clickmask, clickmask.serving.server as s; print(clickmask.__file__); "
                   "print(s.DEFAULT_MODEL_REPOSITORY)"], cwd=tmp_path).stdout.split()
     assert all(str(serve_venv) in w and str(ROOT) not in w for w in where), where
     ports = [free_port() for _ in range(3)]

@@ -9,7 +9,7 @@ import pytest
 
 from clickmask.benchmarks.wire_size import CLICKS, CountingProxy, load_samples
 from clickmask.client import Client
-from clickmask.server import ServerConfig, TritonServer
+from clickmask.serving.server import ServerConfig, TritonServer
 
 from ..conftest import free_port
 

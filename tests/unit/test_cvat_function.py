@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from clickmask.client import iou, load_gt, next_click
-from clickmask.local import LocalPredictor
-from clickmask.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.serving.local import LocalPredictor
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 from clickmask.web.cvat import CvatInteractor, mask_json
 
 from ..conftest import DATASETS, REPO_ROOT, free_port

@@ -19,7 +19,7 @@ from clickmask.client import (
     ServerOverloadedError,
     ServerUnavailableError,
 )
-from clickmask.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 from clickmask.web import demo
 from clickmask.web.session_cache import SessionCache
 
@@ -34,7 +34,7 @@ SAUCER = (250, 320)  # the saucer below it: a negative click there takes the sau
 def predictor():
     if not ONNX.is_file():
         pytest.fail(f"{ONNX} is missing: run 'make model'")
-    from clickmask.local import LocalPredictor
+    from clickmask.serving.local import LocalPredictor
 
     return LocalPredictor(ONNX)
 

@@ -302,7 +302,7 @@ def test_kubernetes_runs_exactly_the_generated_locked_down_command(overlay):
 
 def test_generated_flags_match_the_embedded_servers_security_flags():
     from clickmask.export.deploy_files import triton_command
-    from clickmask.server import ServerConfig, TritonServer
+    from clickmask.serving.server import ServerConfig, TritonServer
 
     server = TritonServer(ServerConfig(admin_key="k" * 20))
     embedded = [a.replace("k" * 20, "KEY") for a in server._security_args()]

@@ -21,8 +21,8 @@ brush = pytest.importorskip(
            "make test runs this file with .venv-ls/bin/python (make venv-ls)")
 
 from clickmask.client import Client, iou, load_gt, next_click  # noqa: E402
-from clickmask.local import LocalPredictor  # noqa: E402
-from clickmask.server import DEFAULT_MODEL_REPOSITORY  # noqa: E402
+from clickmask.serving.local import LocalPredictor  # noqa: E402
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: E402
 from clickmask.web.label_studio import (  # noqa: E402
     EXAMPLE_LABEL_CONFIG,
     ImageReader,

@@ -18,7 +18,8 @@ from clickmask.client import Click, CropTransform, InvalidInputError, Session
 from clickmask.client._validate import MAX_IMAGE_PIXELS, check_rgb_image
 from clickmask.client.encoding import decode_prob, encode_clicks, encode_image, encode_inputs, encode_prev_mask
 from clickmask.errors import ModelFault, RequestError
-from clickmask.serving import INPUT_CHANNELS, run_batch
+from clickmask.client.contract import INPUT_CHANNELS
+from clickmask.serving import run_batch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

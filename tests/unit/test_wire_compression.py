@@ -7,7 +7,7 @@ import pytest
 
 from clickmask.client import AsyncClient, Client, InvalidInputError
 from clickmask.errors import ServerStartError
-from clickmask.server import ServerConfig, TritonServer
+from clickmask.serving.server import ServerConfig, TritonServer
 
 
 @pytest.mark.parametrize("compression", ["gzip", "deflate", None])
@@ -31,8 +31,8 @@ def test_an_unknown_compression_is_refused_with_the_choices(compression):
 
 
 def test_response_compression_is_a_server_flag_only_when_asked_for(monkeypatch):
-    monkeypatch.setattr("clickmask.server.prepare_backend_directory", lambda: "/backends")
-    monkeypatch.setattr("clickmask.server.find_tritonserver", lambda: "/bin/tritonserver")
+    monkeypatch.setattr("clickmask.serving.server.prepare_backend_directory", lambda: "/backends")
+    monkeypatch.setattr("clickmask.serving.server.find_tritonserver", lambda: "/bin/tritonserver")
     plain = TritonServer(ServerConfig()).command()
     assert not any("compression" in arg for arg in plain)
     high = TritonServer(ServerConfig(grpc_response_compression="high")).command()

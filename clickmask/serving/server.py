@@ -46,7 +46,7 @@ DEFAULT_METRICS_PORT = 8002
 DEFAULT_MODEL_NAME = "clickmask"
 #: The Triton repository shipped with the package: in a checkout, clickmask/model_repository links
 #: to the top-level model_repository/; in an installed wheel it is package data.
-DEFAULT_MODEL_REPOSITORY = pathlib.Path(__file__).resolve().parent / "model_repository"
+DEFAULT_MODEL_REPOSITORY = pathlib.Path(__file__).resolve().parent.parent / "model_repository"
 # Latency quantiles exported as nv_inference_*_summary_us{quantile=...}: "quantile:error".
 SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001"
 _PR_SET_PDEATHSIG = 1
