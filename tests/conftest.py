@@ -1,4 +1,5 @@
-"""Shared fixtures: dataset locations, and the one real tritonserver of the integration tests."""
+"""Shared fixtures and helpers: dataset locations, free ports, the real in-process model (counted),
+and a decoder of row-major runs independent of the code under test."""
 from __future__ import annotations
 
 import os
@@ -27,3 +28,40 @@ def datasets_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def grabcut_dir(datasets_dir) -> pathlib.Path:
     return datasets_dir / "GrabCut"
+
+
+class CountingPredictor:
+    """The real in-process model, counting the inferences it runs."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.size, self.calls = inner, inner.size, 0
+
+    def infer(self, inputs):
+        self.calls += 1
+        return self.inner.infer(inputs)
+
+
+@pytest.fixture(scope="module")
+def local_model():
+    """The served ONNX file run in-process by ONNX Runtime (clickmask.serving.local)."""
+    from clickmask.serving.local import LocalPredictor
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
+
+    onnx = pathlib.Path(DEFAULT_MODEL_REPOSITORY) / "clickmask" / "1" / "model.onnx"
+    if not onnx.is_file():
+        pytest.fail(f"{onnx} is missing: run 'make model'")
+    return LocalPredictor(onnx, threads=2)
+
+
+def runs_to_mask(runs, height: int, width: int):
+    """Decode row-major runs (zeros first) into an HxW bool mask."""
+    import numpy as np
+
+    flat = np.zeros(height * width, bool)
+    offset = 0
+    for index, run in enumerate(runs):
+        if index % 2:
+            flat[offset:offset + run] = True
+        offset += run
+    assert offset == height * width, f"runs cover {offset} pixels, the mask has {height * width}"
+    return flat.reshape(height, width)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ..conftest import free_port
+from ..conftest import free_port, runs_to_mask
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -192,16 +192,6 @@ def canvas_click(driver, x: float, y: float, *, right: bool = False, shift: bool
     chain.perform()
     idle(driver)
     return page_state(driver)
-
-
-def runs_to_mask(runs, height, width) -> np.ndarray:
-    flat = np.zeros(height * width, bool)
-    offset = 0
-    for index, run in enumerate(runs):
-        if index % 2:
-            flat[offset:offset + run] = True
-        offset += run
-    return flat.reshape(height, width)
 
 
 def current_mask(state: dict) -> np.ndarray:

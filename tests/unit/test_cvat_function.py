@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import pathlib
 import sys
 
 import cv2
@@ -19,17 +18,14 @@ import pytest
 import yaml
 
 from clickmask.client import iou, load_gt, next_click
-from clickmask.serving.local import LocalPredictor
-from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 from clickmask.web.cvat import CvatInteractor, mask_json
 
-from ..conftest import DATASETS, REPO_ROOT, free_port
+from ..conftest import DATASETS, REPO_ROOT, CountingPredictor, free_port  # noqa: F401 - local_model fixture
 
 nuclio_test = pytest.importorskip("nuclio_sdk.test", reason="nuclio-sdk is not installed (it is in the dev extra)")
 import nuclio_sdk  # noqa: E402
 
 FUNCTION_DIR = REPO_ROOT / "deploy" / "cvat"
-ONNX = pathlib.Path(DEFAULT_MODEL_REPOSITORY) / "clickmask" / "1" / "model.onnx"
 SAMPLE = "apple04_000000562059"  # COCO_MVal (a training set)
 
 
@@ -40,22 +36,6 @@ def load_function(name: str = "clickmask_cvat_main"):
     sys.modules[name] = module  # the platform finds init_context through the handler's module
     spec.loader.exec_module(module)
     return module
-
-
-class CountingPredictor:
-    def __init__(self, inner) -> None:
-        self.inner, self.size, self.calls = inner, inner.size, 0
-
-    def infer(self, inputs):
-        self.calls += 1
-        return self.inner.infer(inputs)
-
-
-@pytest.fixture(scope="module")
-def local_model():
-    if not ONNX.is_file():
-        pytest.fail(f"{ONNX} is missing: run 'make model'")
-    return LocalPredictor(ONNX, threads=2)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
 from clickmask.web import demo
 from clickmask.web.session_cache import SessionCache
 
-from ..conftest import free_port
+from ..conftest import free_port, runs_to_mask
 
 ONNX = pathlib.Path(DEFAULT_MODEL_REPOSITORY) / "clickmask" / "1" / "model.onnx"
 CUP = (250, 160)  # the coffee cup in samples/coffee.jpg (600x400)
@@ -59,18 +59,6 @@ def click(client, tab, xy, positive=True):
     response = client.post("/api/click", json={"tab": tab, "x": xy[0], "y": xy[1], "positive": positive})
     assert response.status_code == 200, response.json
     return response.json
-
-
-def runs_to_mask(runs, height, width) -> np.ndarray:
-    """Decode the page's row-major runs (zeros first) independently of the backend."""
-    flat = np.zeros(height * width, bool)
-    offset = 0
-    for index, run in enumerate(runs):
-        if index % 2:
-            flat[offset:offset + run] = True
-        offset += run
-    assert offset == height * width
-    return flat.reshape(height, width)
 
 
 def png(image: np.ndarray, ext=".png") -> bytes:

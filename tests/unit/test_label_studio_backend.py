@@ -7,7 +7,6 @@ the adapter's environment (``.venv-ls``, made by ``make venv-ls``; ``make test``
 from __future__ import annotations
 
 import http.server
-import pathlib
 import shutil
 import threading
 
@@ -21,8 +20,6 @@ brush = pytest.importorskip(
            "make test runs this file with .venv-ls/bin/python (make venv-ls)")
 
 from clickmask.client import Client, iou, load_gt, next_click  # noqa: E402
-from clickmask.serving.local import LocalPredictor  # noqa: E402
-from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: E402
 from clickmask.web.label_studio import (  # noqa: E402
     EXAMPLE_LABEL_CONFIG,
     ImageReader,
@@ -32,29 +29,10 @@ from clickmask.web.label_studio import (  # noqa: E402
 )
 from clickmask.web.session_cache import SessionCache  # noqa: E402
 
-from ..conftest import DATASETS, free_port  # noqa: E402
+from ..conftest import DATASETS, CountingPredictor, free_port  # noqa: E402
 
-ONNX = pathlib.Path(DEFAULT_MODEL_REPOSITORY) / "clickmask" / "1" / "model.onnx"
 SAMPLE = "apple04_000000562059"  # COCO_MVal (a training set), one apple, 427x640
 PROJECT = "1.1700000000"
-
-
-class CountingPredictor:
-    """The real in-process model, counting the inferences it runs."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.size, self.calls = inner, inner.size, 0
-
-    def infer(self, inputs):
-        self.calls += 1
-        return self.inner.infer(inputs)
-
-
-@pytest.fixture(scope="module")
-def local_model():
-    if not ONNX.is_file():
-        pytest.fail(f"{ONNX} is missing: run 'make model'")
-    return LocalPredictor(ONNX, threads=2)
 
 
 @pytest.fixture(scope="module")
