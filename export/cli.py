@@ -52,6 +52,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     onnx_p.set_defaults(func=_cmd_export_onnx)
 
     _add_tensorrt_parser(sub)
+    _add_int8_parser(sub)
     _add_repository_parser(sub)
     add_deploy_args_parser(sub)
     return p
@@ -186,6 +187,48 @@ def _cmd_export_tensorrt(args) -> int:
     if "parity" in report and not report["parity"]["passed"]:
         print(f"{name}: error: {args.output} failed the parity check; do not deploy it", file=sys.stderr)
         return 2
+    return 0
+
+
+def _add_int8_parser(sub) -> None:
+    from .quantize import DEFAULT_CALIBRATION_INPUTS, DEFAULT_PARITY_INPUTS
+
+    p = sub.add_parser(
+        "int8", help="quantize the ONNX file to int8 (QDQ, per-channel), calibrated on real click inputs",
+        description="ONNX Runtime static quantization of the contract ONNX file: the convolutions in int8, "
+                    "per-channel weights, activation ranges from protocol sessions on COCO_MVal objects that are "
+                    "not on the validation list. The parity check replays inputs of other sessions and compares "
+                    "the thresholded masks with FP32. Serve it with 'clickmask serve --precision int8'; validate "
+                    "its clicks with 'clickmask select --int8'.")
+    p.add_argument("--onnx", type=Path, default=Path(DEFAULT_ONNX_OUTPUT), help="FP32 input (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="int8 file (default: model.int8.onnx beside --onnx)")
+    p.add_argument("--data-root", type=Path, default=None, help="datasets folder (default: ../shared/datasets)")
+    p.add_argument("--calibration-inputs", type=int, default=DEFAULT_CALIBRATION_INPUTS,
+                   help="click inputs to calibrate on (default: %(default)s)")
+    p.add_argument("--parity-inputs", type=int, default=DEFAULT_PARITY_INPUTS,
+                   help="click inputs of other sessions in the parity check (default: %(default)s)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.set_defaults(func=_cmd_export_int8)
+
+
+def _cmd_export_int8(args) -> int:
+    from clickmask.datasets import DatasetError, default_root
+
+    from .quantize import QuantizationError, export_int8
+    from .val_list import DEFAULT_LIST
+
+    output = args.output or args.onnx.with_name("model.int8.onnx")
+    try:
+        report = export_int8(args.onnx, output, args.data_root or default_root(), DEFAULT_LIST,
+                             calibration_inputs=args.calibration_inputs, parity_inputs=args.parity_inputs,
+                             check=not args.no_check)
+    except (QuantizationError, DatasetError, FileNotFoundError) as exc:
+        print(f"clickmask export int8: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {output} (int8 QDQ of {args.onnx})")
+    if report is not None:
+        print(report)
     return 0
 
 

@@ -35,8 +35,13 @@ def _digest(path: pathlib.Path, extra: str) -> str:
 
 
 def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, threads: int, max_clicks: int,
-                     progress: bool = True, session_options: dict | None = None) -> dict:
-    """Per-object NoC@85/NoC@90 of one checkpoint (ONNX Runtime, the eval path)."""
+                     progress: bool = True, session_options: dict | None = None,
+                     int8: bool = False, data_root: pathlib.Path | None = None,
+                     val_list: pathlib.Path | None = None) -> dict:
+    """Per-object NoC@85/NoC@90 of one checkpoint (ONNX Runtime, the eval path).
+
+    ``int8``: score the int8 file ``clickmask export int8`` makes of it (calibrated on COCO_MVal
+    objects off ``val_list``), as ``clickmask serve --precision int8`` would serve it."""
     from clickmask.evaluation import evaluate
     from clickmask.serving.local import LocalPredictor
 
@@ -48,13 +53,22 @@ def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, thread
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = pathlib.Path(tmp) / "model.onnx"
         export_onnx(net, onnx_path, size=size, check=True)
+        parity = None
+        if int8:
+            from .quantize import export_int8
+
+            int8_path = onnx_path.with_name("model.int8.onnx")
+            parity = export_int8(onnx_path, int8_path, data_root, val_list, threads=threads, check=True,
+                                 keep_failed=True)
+            onnx_path = int8_path
         predictor = LocalPredictor(onnx_path, threads=threads)
         start = time.perf_counter()
         runs = evaluate(predictor, objects, max_clicks=max_clicks, progress=progress,
                         desc=checkpoint.name, stop_iou=0.90, **(session_options or {}))
     seconds = [s for r in runs for s in r.seconds if s > 0]
     return {
-        "checkpoint": str(checkpoint), "size": size, "step": config.get("step"),
+        "checkpoint": str(checkpoint), "size": size, "step": config.get("step"), "int8": int8,
+        **({"int8_parity": parity.as_dict()} if parity is not None else {}),
         "objects": [o.key for o in objects],
         "noc90": [r.noc(0.90) for r in runs], "noc85": [r.noc(0.85) for r in runs],
         "failed90": [r.failed(0.90) for r in runs],
@@ -80,18 +94,37 @@ def _by_set(keys: list[str], values: list[int]) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
-def comparison_table(scores: list[dict]) -> str:
+#: The sets whose objects look like what users (and GrabCut/Berkeley) click on: whole objects in
+#: natural photos. CCP's instances are garments and hair (parts of a person) and MSRC's are coarse.
+DEFAULT_FOCUS = ("COCO_MVal", "COCO128seg", "WeizmannHorse")
+
+
+def _ci(p: dict) -> str:
+    return f"{p['delta']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
+
+
+def comparison_table(scores: list[dict], focus: tuple[str, ...] = DEFAULT_FOCUS) -> str:
+    """Markdown table: every score against the first, on all objects and on the ``focus`` sets."""
     base = scores[0]
     sets = list(_by_set(base["objects"], base["noc90"]))
-    head = ["checkpoint", "S", "NoC@90", "fail@90", "Δ vs first [95% CI]", "wins/losses", *sets, "s/click"]
+    in_focus = np.array([k.split("/", 1)[0] in focus for k in base["objects"]])
+    focus_head = [f"Δ on {'+'.join(focus)} ({int(in_focus.sum())})"] if in_focus.any() and not in_focus.all() else []
+    head = ["checkpoint", "S", "precision", "NoC@90", "fail@90", "Δ vs first [95% CI]", "wins/losses", *focus_head,
+            *sets, "s/click"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in scores:
         p = paired(np.array(base["noc90"]), np.array(s["noc90"]))
         per_set = _by_set(s["objects"], s["noc90"])
-        delta = "-" if s is base else f"{p['delta']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
+        delta = "-" if s is base else _ci(p)
         wl = "-" if s is base else f"{p['wins']}/{p['losses']}"
+        focus_cell = []
+        if focus_head:
+            focus_cell = ["-" if s is base else _ci(paired(np.array(base["noc90"])[in_focus],
+                                                           np.array(s["noc90"])[in_focus]))]
         lines.append("| " + " | ".join([pathlib.Path(s["checkpoint"]).name, str(s["size"]),
+                                         "int8" if s.get("int8") else "fp32",
                                          f"{np.mean(s['noc90']):.2f}", str(sum(s["failed90"])), delta, wl,
+                                         *focus_cell,
                                          *(f"{per_set[k]:.2f}" for k in sets),
                                          f"{1000 * s['seconds_per_click']:.0f} ms"]) + " |")
     return "\n".join(lines)
@@ -109,6 +142,11 @@ def add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N objects of the list only")
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    p.add_argument("--focus", default=",".join(DEFAULT_FOCUS),
+                   help="comma-separated sets that also get their own paired column: the whole-object sets "
+                        "that look like what users click on (default: %(default)s)")
+    p.add_argument("--int8", action="store_true",
+                   help="score the int8 QDQ file of each checkpoint (clickmask export int8) instead of FP32")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/select"),
                    help="folder for the cache, scores.json and table.md (default: %(default)s)")
     p.set_defaults(func=_cmd_select)
@@ -130,17 +168,19 @@ def _cmd_select(args) -> int:
     scores = []
     for size in (args.size or [None]):
         for ckpt in args.checkpoints:
-            cache = cache_dir / f"{_digest(ckpt, f'{size}:{list_tag}:{args.max_clicks}')}.json"
+            tag = f"{size}:{list_tag}:{args.max_clicks}" + (":int8" if args.int8 else "")
+            cache = cache_dir / f"{_digest(ckpt, tag)}.json"
             if cache.is_file():
                 score = json.loads(cache.read_text())
             else:
-                score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks)
+                score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks, int8=args.int8,
+                                         data_root=args.data_root, val_list=args.val_list)
                 cache.write_text(json.dumps(score) + "\n")
             score["checkpoint"] = str(ckpt)
             scores.append(score)
             print(f"{ckpt}: S={score['size']} NoC@90 {np.mean(score['noc90']):.3f}, "
                   f"{sum(score['failed90'])} of {len(objects)} never reach 90%", flush=True)
-    table = comparison_table(scores)
+    table = comparison_table(scores, tuple(x for x in args.focus.split(",") if x))
     (args.out / "scores.json").write_text(json.dumps(scores) + "\n")
     (args.out / "table.md").write_text(f"validation list {args.val_list} ({len(objects)} objects)\n\n{table}\n")
     print(table)
