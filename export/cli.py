@@ -191,15 +191,16 @@ def _cmd_export_tensorrt(args) -> int:
 
 
 def _add_int8_parser(sub) -> None:
-    from .quantize import DEFAULT_CALIBRATION_INPUTS, DEFAULT_PARITY_INPUTS
+    from .quantize import DEFAULT_CALIBRATION_INPUTS, DEFAULT_PARITY_INPUTS, SCOPES
 
     p = sub.add_parser(
         "int8", help="quantize the ONNX file to int8 (QDQ, per-channel), calibrated on real click inputs",
-        description="ONNX Runtime static quantization of the contract ONNX file: the convolutions in int8, "
-                    "per-channel weights, activation ranges from protocol sessions on COCO_MVal objects that are "
-                    "not on the validation list. The parity check replays inputs of other sessions and compares "
-                    "the thresholded masks with FP32. Serve it with 'clickmask serve --precision int8'; validate "
-                    "its clicks with 'clickmask select --int8'.")
+        description="ONNX Runtime static quantization of the contract ONNX file (QDQ, uint8 activations, "
+                    "per-channel int8 weights); activation ranges from protocol sessions on COCO_MVal objects "
+                    "that are not on the validation list. The parity check replays inputs of other sessions and "
+                    "compares the thresholded masks with FP32. Serve it with 'clickmask export repository "
+                    "--backend python --onnx FILE --output DIR' and 'clickmask serve --model-repository DIR'; "
+                    "validate its clicks with 'clickmask select --precision int8'. See docs/int8.md.")
     p.add_argument("--onnx", type=Path, default=Path(DEFAULT_ONNX_OUTPUT), help="FP32 input (default: %(default)s)")
     p.add_argument("--output", type=Path, default=None,
                    help="int8 file (default: model.int8.onnx beside --onnx)")
@@ -208,6 +209,8 @@ def _add_int8_parser(sub) -> None:
                    help="click inputs to calibrate on (default: %(default)s)")
     p.add_argument("--parity-inputs", type=int, default=DEFAULT_PARITY_INPUTS,
                    help="click inputs of other sessions in the parity check (default: %(default)s)")
+    p.add_argument("--scope", choices=SCOPES, default="late",
+                   help="late: backbone blocks 8-15 only (passes parity); all: every node (default: %(default)s)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     p.set_defaults(func=_cmd_export_int8)
 
@@ -222,11 +225,11 @@ def _cmd_export_int8(args) -> int:
     try:
         report = export_int8(args.onnx, output, args.data_root or default_root(), DEFAULT_LIST,
                              calibration_inputs=args.calibration_inputs, parity_inputs=args.parity_inputs,
-                             check=not args.no_check)
+                             check=not args.no_check, scope=args.scope)
     except (QuantizationError, DatasetError, FileNotFoundError) as exc:
         print(f"clickmask export int8: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {output} (int8 QDQ of {args.onnx})")
+    print(f"wrote {output} (int8 QDQ of {args.onnx}, scope {args.scope})")
     if report is not None:
         print(report)
     return 0

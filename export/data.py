@@ -19,11 +19,12 @@ import numpy as np
 
 from clickmask.client.clicker import next_click
 from clickmask.client.clicks import Click
-from clickmask.datasets import EVALUATION_ONLY_SETS, ObjectRef, list_objects, load_object
+from clickmask.datasets import EVALUATION_ONLY_SETS, IMAGE_SUFFIXES, ObjectRef, list_objects, load_object
 from clickmask.datasets import read_image as load_image
 
 __all__ = ["EVALUATION_ONLY_SETS", "ObjectRef", "discover_objects", "load_image", "load_object", "split_objects",
-           "AugmentConfig", "TrainSample", "augment", "ClickSamplerConfig", "sample_initial_clicks"]
+           "AugmentConfig", "TrainSample", "augment", "ClickSamplerConfig", "sample_initial_clicks",
+           "list_backgrounds", "paste_object"]
 
 def discover_objects(root: str | Path, dataset: str, min_object_fraction: float = 0.01) -> list[ObjectRef]:
     """The training objects of ``root/dataset`` in a stable (sorted) order (the one dataset reader)."""
@@ -52,6 +53,56 @@ def split_objects(objects: list[ObjectRef], val_fraction: float, seed: int) -> t
         for o in items:
             (val if o.group in val_groups else train).append(o)
     return train, val
+
+
+# ------------------------------------------------------------------------------ copy-paste
+def list_backgrounds(root: str | Path, name: str = "BSDS500_backgrounds") -> list[Path]:
+    """The background images of ``root/name/images`` (sorted), for copy-paste."""
+    folder = Path(root) / name / "images"
+    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not paths:
+        raise FileNotFoundError(f"no background images in {folder}: copy-paste needs the {name} set "
+                                "(or --copy-paste 0)")
+    return paths
+
+
+def paste_object(image: np.ndarray, gt: np.ndarray, background: np.ndarray, rng: np.random.Generator,
+                 feather: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copy-paste: the object's pixels of ``image`` onto ``background`` at a random place.
+
+    The background is resized so that its longer side equals the source image's, so the object
+    keeps its size relative to the frame (and the full view at S keeps its scale); it is grown
+    further only if the object would not fit. The alpha edge is feathered by a Gaussian of
+    ``feather`` px, like a camera's blur, so the network cannot find the object by a cut-out
+    edge. Returns ``(image, gt, ignore)``: the object's mask moves with it, and nothing is
+    ignored (the source's ignore band stays behind with its background).
+    """
+    h, w = gt.shape
+    bh, bw = background.shape[:2]
+    ys, xs = np.nonzero(gt)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    oh, ow = y1 - y0, x1 - x0
+    scale = max(max(h, w) / max(bh, bw), oh / bh, ow / bw)
+    size = (max(ow, int(math.ceil(bw * scale))), max(oh, int(math.ceil(bh * scale))))
+    canvas = cv2.resize(background, size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    height, width = canvas.shape[:2]
+    ty, tx = int(rng.integers(0, height - oh + 1)), int(rng.integers(0, width - ow + 1))
+    # the object's box plus a margin for the feathered edge, clipped to both images
+    m = int(math.ceil(3 * feather))
+    sy0, sy1, sx0, sx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+    dy0, dx0 = ty - (y0 - sy0), tx - (x0 - sx0)
+    cy0, cx0 = max(0, -dy0), max(0, -dx0)
+    cy1 = min(sy1 - sy0, height - dy0)
+    cx1 = min(sx1 - sx0, width - dx0)
+    src_mask = gt[sy0:sy1, sx0:sx1].astype(np.float32)
+    alpha = cv2.GaussianBlur(src_mask, (0, 0), feather) if feather > 0 else src_mask
+    alpha = np.maximum(alpha, src_mask)[cy0:cy1, cx0:cx1, None]  # the object itself stays opaque
+    src = image[sy0:sy1, sx0:sx1].astype(np.float32)[cy0:cy1, cx0:cx1]
+    region = canvas[dy0 + cy0:dy0 + cy1, dx0 + cx0:dx0 + cx1]
+    canvas[dy0 + cy0:dy0 + cy1, dx0 + cx0:dx0 + cx1] = region * (1 - alpha) + src * alpha
+    out_gt = np.zeros((height, width), bool)
+    out_gt[dy0 + cy0:dy0 + cy1, dx0 + cx0:dx0 + cx1] = src_mask[cy0:cy1, cx0:cx1] > 0.5
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), out_gt, np.zeros((height, width), bool)
 
 
 # ------------------------------------------------------------------------------ augmentation

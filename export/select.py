@@ -145,8 +145,9 @@ def add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--focus", default=",".join(DEFAULT_FOCUS),
                    help="comma-separated sets that also get their own paired column: the whole-object sets "
                         "that look like what users click on (default: %(default)s)")
-    p.add_argument("--int8", action="store_true",
-                   help="score the int8 QDQ file of each checkpoint (clickmask export int8) instead of FP32")
+    p.add_argument("--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
+                   help="fp32: the exported file; int8: its int8 QDQ file (clickmask export int8, late scope), "
+                        "as served with the int8 repository. Several: each checkpoint in each (default: fp32)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/select"),
                    help="folder for the cache, scores.json and table.md (default: %(default)s)")
     p.set_defaults(func=_cmd_select)
@@ -166,20 +167,22 @@ def _cmd_select(args) -> int:
     cache_dir.mkdir(exist_ok=True)
     list_tag = hashlib.sha256("\n".join(o.key for o in objects).encode()).hexdigest()[:12]
     scores = []
-    for size in (args.size or [None]):
-        for ckpt in args.checkpoints:
-            tag = f"{size}:{list_tag}:{args.max_clicks}" + (":int8" if args.int8 else "")
-            cache = cache_dir / f"{_digest(ckpt, tag)}.json"
-            if cache.is_file():
-                score = json.loads(cache.read_text())
-            else:
-                score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks, int8=args.int8,
-                                         data_root=args.data_root, val_list=args.val_list)
-                cache.write_text(json.dumps(score) + "\n")
-            score["checkpoint"] = str(ckpt)
-            scores.append(score)
-            print(f"{ckpt}: S={score['size']} NoC@90 {np.mean(score['noc90']):.3f}, "
-                  f"{sum(score['failed90'])} of {len(objects)} never reach 90%", flush=True)
+    runs = [(size, precision, ckpt) for size in (args.size or [None]) for precision in args.precision
+            for ckpt in args.checkpoints]
+    for size, precision, ckpt in runs:
+        int8 = precision == "int8"
+        tag = f"{size}:{list_tag}:{args.max_clicks}" + (":int8" if int8 else "")
+        cache = cache_dir / f"{_digest(ckpt, tag)}.json"
+        if cache.is_file():
+            score = json.loads(cache.read_text())
+        else:
+            score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks, int8=int8,
+                                     data_root=args.data_root, val_list=args.val_list)
+            cache.write_text(json.dumps(score) + "\n")
+        score["checkpoint"] = str(ckpt)
+        scores.append(score)
+        print(f"{ckpt} ({precision}): S={score['size']} NoC@90 {np.mean(score['noc90']):.3f}, "
+              f"{sum(score['failed90'])} of {len(objects)} never reach 90%", flush=True)
     table = comparison_table(scores, tuple(x for x in args.focus.split(",") if x))
     (args.out / "scores.json").write_text(json.dumps(scores) + "\n")
     (args.out / "table.md").write_text(f"validation list {args.val_list} ({len(objects)} objects)\n\n{table}\n")

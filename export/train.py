@@ -51,7 +51,10 @@ from .data import (
     TrainSample,
     augment,
     discover_objects,
+    list_backgrounds,
+    load_image,
     load_object,
+    paste_object,
     sample_initial_clicks,
     split_objects,
 )
@@ -150,7 +153,8 @@ def _draw_object(objects: list[ObjectRef], sets, rng: np.random.Generator) -> Ob
     return group[int(rng.integers(len(group)))]
 
 
-def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator, sets=None) -> Batch:
+def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator, sets=None,
+               backgrounds: list[Path] | None = None) -> Batch:
     aug = AugmentConfig(crop_size=cfg.crop_size, view_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
                         color_jitter=cfg.color_jitter, flip=cfg.flip)
     clicker_cfg = ClickSamplerConfig(max_pos=cfg.max_pos_clicks, max_neg=cfg.max_neg_clicks)
@@ -162,6 +166,9 @@ def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Genera
             raise RuntimeError("could not draw a training batch: objects too small for the crop size?")
         obj = _draw_object(objects, sets, rng)
         image, gt, ignore = load_object(obj)
+        if backgrounds and cfg.copy_paste > 0 and rng.random() < cfg.copy_paste:
+            background = load_image(backgrounds[int(rng.integers(len(backgrounds)))])
+            image, gt, ignore = paste_object(image, gt, background, rng)
         sample = augment(image, gt, ignore, aug, rng)
         if sample is None:
             continue
@@ -182,15 +189,17 @@ class StepBatches(torch.utils.data.Dataset):
     same batches as an uninterrupted one.
     """
 
-    def __init__(self, objects: list[ObjectRef], cfg: TrainConfig, sets, start: int):
+    def __init__(self, objects: list[ObjectRef], cfg: TrainConfig, sets, start: int,
+                 backgrounds: list[Path] | None = None):
         self.objects, self.cfg, self.sets, self.start = objects, cfg, sets, int(start)
+        self.backgrounds = backgrounds
 
     def __len__(self) -> int:
         return max(0, self.cfg.iters - self.start)
 
     def __getitem__(self, index: int) -> tuple[dict[str, Any], Batch]:
         rng = np.random.default_rng([self.cfg.seed, self.start + int(index)])
-        batch = make_batch(self.objects, self.cfg, rng, self.sets)
+        batch = make_batch(self.objects, self.cfg, rng, self.sets, self.backgrounds)
         return rng.bit_generator.state, batch
 
 
@@ -203,14 +212,15 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def batch_stream(objects: list[ObjectRef], cfg: TrainConfig, sets, start: int):
+def batch_stream(objects: list[ObjectRef], cfg: TrainConfig, sets, start: int,
+                 backgrounds: list[Path] | None = None):
     """``(rng, batch)`` for steps ``start, start + 1, ...``: drawn here, or by ``cfg.workers`` processes."""
     if cfg.workers <= 0:
         for step in range(start, cfg.iters):
             rng = np.random.default_rng([cfg.seed, step])
-            yield rng, make_batch(objects, cfg, rng, sets)
+            yield rng, make_batch(objects, cfg, rng, sets, backgrounds)
         return
-    loader = torch.utils.data.DataLoader(StepBatches(objects, cfg, sets, start), batch_size=None, shuffle=False,
+    loader = torch.utils.data.DataLoader(StepBatches(objects, cfg, sets, start, backgrounds), batch_size=None, shuffle=False,
                                          num_workers=cfg.workers, collate_fn=_as_is, worker_init_fn=_worker_init,
                                          prefetch_factor=4)
     for state, batch in loader:
@@ -414,7 +424,8 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     loss_ema = None
     last_noc = "-" if best_noc90 is None else f"{best_noc90:.2f}"
     net.train()
-    batches = batch_stream(train_objs, cfg, sets, step)
+    backgrounds = list_backgrounds(cfg.data_root, cfg.backgrounds) if cfg.copy_paste > 0 else None
+    batches = batch_stream(train_objs, cfg, sets, step, backgrounds)
     try:
         while step < cfg.iters:
             t0 = time.perf_counter()

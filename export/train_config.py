@@ -65,6 +65,9 @@ class TrainConfig:
     scale_max: float = _opt(1.3, "scale jitter of full views: maximum")
     color_jitter: float = _opt(0.2, "brightness/contrast/saturation jitter amplitude")
     flip: bool = _opt(True, "random horizontal flip")
+    copy_paste: float = _opt(0.0, "probability that a sample's object is pasted onto a background image "
+                                  "(copy-paste augmentation; 0: off)")
+    backgrounds: str = _opt("BSDS500_backgrounds", "set under data_root whose images/ are the copy-paste backgrounds")
     # validation and checkpoints
     val_samples: int = _opt(40, "validation samples for NoC@90 (fixed subset)")
     val_max_clicks: int = _opt(20, "max clicks in validation")

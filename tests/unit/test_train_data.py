@@ -104,3 +104,39 @@ def test_split_is_fixed_and_keeps_objects_of_one_image_together():
     assert {o.sample_id for o in val_a} == {o.sample_id for o in val_b}
     assert len(val_a) == 12  # 4 of 40 images, 3 objects each
     assert not {o.group for o in val_a} & {o.group for o in train_a}
+
+
+def test_paste_object_moves_the_object_onto_the_background_whole():
+    from clickmask.export.data import paste_object
+
+    rng = np.random.default_rng(3)
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[:] = (0, 0, 255)
+    gt = np.zeros((60, 80), bool)
+    gt[10:30, 20:50] = True
+    image[gt] = (255, 0, 0)
+    background = np.full((120, 90, 3), 40, np.uint8)  # other aspect, larger: resized to longer side 80
+    out, out_gt, out_ignore = paste_object(image, gt, background, rng)
+    assert out.shape[:2] == out_gt.shape == out_ignore.shape == (80, 60)
+    assert out_gt.sum() == gt.sum() and not out_ignore.any()
+    assert (out[out_gt] == (255, 0, 0)).all()  # the object is opaque
+    far = ~cv2.dilate(out_gt.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert (out[far] == 40).all()  # the source's blue background did not come along
+    ring = cv2.dilate(out_gt.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~out_gt
+    assert (out[ring] != 40).any(axis=1).all()  # a feathered edge, not a cut-out
+
+
+def test_paste_object_grows_a_background_too_small_for_the_object():
+    from clickmask.export.data import paste_object
+
+    gt = np.ones((50, 50), bool)
+    out, out_gt, _ = paste_object(np.full((50, 50, 3), 200, np.uint8), gt, np.zeros((10, 20, 3), np.uint8),
+                                  np.random.default_rng(0))
+    assert out_gt.sum() == 2500 and out.shape[0] >= 50 and out.shape[1] >= 50
+
+
+def test_copy_paste_batches_need_the_backgrounds_set(tmp_path):
+    from clickmask.export.data import list_backgrounds
+
+    with pytest.raises(FileNotFoundError, match="copy-paste needs the BSDS500_backgrounds set"):
+        list_backgrounds(tmp_path)

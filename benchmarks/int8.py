@@ -1,0 +1,86 @@
+"""FP32 against int8 (both scopes) on this CPU: time per request and mask parity, side by side.
+
+Quantizes the FP32 file with ``clickmask export int8`` in each scope (calibrated on COCO_MVal
+sessions off the validation list), records click inputs of other sessions, and runs every file
+on the same inputs, interleaved (FP32, late, all, FP32, ...), so a noisy shared machine slows
+them alike. Prints median and p95 milliseconds per request, the ratio of each median to FP32,
+and the parity of each int8 file's thresholded mask against FP32.
+
+    python -m clickmask.benchmarks.int8 [--onnx model_repository/clickmask/1/model.onnx] [--repeat 60]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import platform
+import tempfile
+
+import numpy as np
+
+from clickmask.datasets import default_root
+
+
+def _cpu_flags() -> str:
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return " ".join(wanted) or "none of avx2/avx512/vnni"
+
+
+def main(argv=None) -> int:
+    import time
+
+    from clickmask.export.quantize import (SCOPES, compare, held_out_objects, quantize_int8, record_inputs)
+    from clickmask.export.val_list import DEFAULT_LIST
+    from clickmask.serving import OnnxPredictor
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", type=pathlib.Path,
+                        default=DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx")
+    parser.add_argument("--data-root", type=pathlib.Path, default=None)
+    parser.add_argument("--repeat", type=int, default=60, help="requests per file (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: %(default)s)")
+    parser.add_argument("--calibration-inputs", type=int, default=72)
+    parser.add_argument("--parity-inputs", type=int, default=48)
+    args = parser.parse_args(argv)
+    root = args.data_root or default_root()
+
+    objects = held_out_objects(root, DEFAULT_LIST)
+    half = len(objects) // 2
+    calibration = record_inputs(args.onnx, objects[:half], args.calibration_inputs, threads=args.threads)
+    replay = record_inputs(args.onnx, objects[half:], args.parity_inputs, threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"fp32": args.onnx}
+        for scope in SCOPES:
+            files[f"int8 {scope}"] = quantize_int8(args.onnx, pathlib.Path(tmp) / f"{scope}.onnx", calibration, scope)
+        parity = {name: compare(args.onnx, path, replay, threads=args.threads)
+                  for name, path in files.items() if name != "fp32"}
+        predictors = {name: OnnxPredictor(path, threads=args.threads) for name, path in files.items()}
+        for predictor in predictors.values():  # warm-up
+            predictor.infer(replay[0])
+        times: dict[str, list[float]] = {name: [] for name in predictors}
+        for i in range(args.repeat):
+            inputs = replay[i % len(replay)]
+            for name, predictor in predictors.items():
+                start = time.perf_counter()
+                predictor.infer(inputs)
+                times[name].append((time.perf_counter() - start) * 1000)
+    size = predictors["fp32"].size
+    print(f"S={size}, {args.threads} ORT threads, {args.repeat} requests each, interleaved; "
+          f"CPU {platform.processor() or platform.machine()}, flags: {_cpu_flags()}")
+    base = float(np.median(times["fp32"]))
+    print(f"{'model':<12}{'median ms':>11}{'p95 ms':>9}{'vs fp32':>9}  parity (mask IoU against fp32)")
+    for name, samples in times.items():
+        median, p95 = float(np.median(samples)), float(np.percentile(samples, 95))
+        verdict = "-" if name == "fp32" else str(parity[name]).split(": ", 1)[0] + (
+            f": mean {parity[name].mean_iou:.4f}, p10 {parity[name].p10_iou:.4f}, min {min(parity[name].ious):.4f}")
+        print(f"{name:<12}{median:>11.1f}{p95:>9.1f}{median / base:>9.2f}  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
