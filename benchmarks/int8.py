@@ -2,8 +2,10 @@
 
 Quantizes the FP32 file with ``clickmask export int8`` in each scope (calibrated on COCO_MVal
 sessions off the validation list), records click inputs of other sessions, and runs every file
-on the same inputs, interleaved (FP32, late, all, FP32, ...), so a noisy shared machine slows
-them alike. Prints median and p95 milliseconds per request, the ratio of each median to FP32,
+on the same inputs in rotating blocks (10 FP32, 10 late, 10 all, 10 FP32, ...), so a noisy
+shared machine slows them alike. Blocks rather than single requests: ONNX Runtime's intra-op
+threads spin for a while after a run, and one session's spinning threads would slow the next
+session's run if they alternated request by request. Prints median and p95 milliseconds per request, the ratio of each median to FP32,
 and the parity of each int8 file's thresholded mask against FP32.
 
     python -m clickmask.benchmarks.int8 [--onnx model_repository/clickmask/1/model.onnx] [--repeat 60]
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
                         default=DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx")
     parser.add_argument("--data-root", type=pathlib.Path, default=None)
     parser.add_argument("--repeat", type=int, default=60, help="requests per file (default: %(default)s)")
+    parser.add_argument("--block", type=int, default=10, help="requests per file in a row (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: %(default)s)")
     parser.add_argument("--calibration-inputs", type=int, default=72)
     parser.add_argument("--parity-inputs", type=int, default=48)
@@ -63,14 +66,16 @@ def main(argv=None) -> int:
         for predictor in predictors.values():  # warm-up
             predictor.infer(replay[0])
         times: dict[str, list[float]] = {name: [] for name in predictors}
-        for i in range(args.repeat):
-            inputs = replay[i % len(replay)]
+        block = max(1, args.block)
+        for first in range(0, args.repeat, block):
             for name, predictor in predictors.items():
-                start = time.perf_counter()
-                predictor.infer(inputs)
-                times[name].append((time.perf_counter() - start) * 1000)
+                for i in range(first, min(first + block, args.repeat)):
+                    inputs = replay[i % len(replay)]
+                    start = time.perf_counter()
+                    predictor.infer(inputs)
+                    times[name].append((time.perf_counter() - start) * 1000)
     size = predictors["fp32"].size
-    print(f"S={size}, {args.threads} ORT threads, {args.repeat} requests each, interleaved; "
+    print(f"S={size}, {args.threads} ORT threads, {args.repeat} requests each, in rotating blocks of {block}; "
           f"CPU {platform.processor() or platform.machine()}, flags: {_cpu_flags()}")
     base = float(np.median(times["fp32"]))
     print(f"{'model':<12}{'median ms':>11}{'p95 ms':>9}{'vs fp32':>9}  parity (mask IoU against fp32)")

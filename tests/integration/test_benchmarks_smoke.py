@@ -61,3 +61,14 @@ def test_select_scores_a_checkpoint_on_the_validation_list(tmp_path, capsys):
     assert all(1 <= n <= 20 for n in scores[0]["noc90"])
     table = (tmp_path / "table.md").read_text()
     assert "| clickmask-lite0.pt |" in table and "+0.00 [+0.00, +0.00]" in table
+
+
+def test_int8_benchmark_prints_fp32_and_both_scopes(capsys):
+    from clickmask.benchmarks.int8 import main
+
+    assert main(["--repeat", "2", "--block", "1", "--calibration-inputs", "4", "--parity-inputs", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0] + (" " + line.split()[1] if line.startswith("int8") else ""): line
+            for line in out.splitlines() if line.startswith(("fp32", "int8"))}
+    assert set(rows) == {"fp32", "int8 late", "int8 all"}
+    assert rows["fp32"].split()[3] == "1.00" and "parity" in rows["int8 late"]
