@@ -37,6 +37,19 @@ def _stats(url):
     return stats.inference_count, stats.execution_count
 
 
+def _settled_stats(url, quiet_s: float = 1.0, timeout_s: float = 20.0):
+    """Statistics once no inference has been counted for ``quiet_s``: a request an earlier test
+    gave up on (a client deadline) may still be running on the server and be counted late."""
+    last, since = _stats(url), time.monotonic()
+    deadline = since + timeout_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        current = _stats(url)
+        if current != last:
+            last, since = current, time.monotonic()
+    return last
+
+
 def _grabcut_sample(grabcut_dir: pathlib.Path, index: int = 0):
     images = sorted((grabcut_dir / "images").iterdir())
     image_path = images[index]
@@ -69,10 +82,10 @@ def test_session_of_several_clicks_returns_full_resolution_masks(grpc_url, grabc
 
 def test_concurrent_clients_are_batched_by_triton(grpc_url, grabcut_dir):
     image, _ = _grabcut_sample(grabcut_dir, 5)
-    before_inferences, before_executions = _stats(grpc_url)
+    before_inferences, before_executions = _settled_stats(grpc_url)
 
     def annotate(offset: int) -> int:
-        with Client(grpc_url) as client:
+        with Client(grpc_url, retries=0) as client:  # a retried click would count twice: fail instead
             session = client.session(image)
             for k in range(3):
                 session.click(x=100 + 10 * offset % 200, y=80 + 7 * k, positive=True)
