@@ -29,6 +29,12 @@ def add_eval_parser(sub) -> None:
     source.add_argument("--onnx", type=pathlib.Path, default=None, help=f"ONNX file (default: {DEFAULT_ONNX})")
     p.add_argument("--workers", type=int, default=1, help="concurrent sessions (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads in-process (0: its default)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="Session(flip=...): average every answer with the mirrored request's "
+                        "(default: the Session's default)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="Session(refine=...): a second pass on the object's box after a full-view pass "
+                        "(default: the Session's default)")
     p.add_argument("--json", type=pathlib.Path, default=None, help="write the summary JSON here")
     p.add_argument("--csv", type=pathlib.Path, default=None, help="write per-sample results here")
     p.add_argument("--plot", type=pathlib.Path, default=None, help="write the mIoU-vs-clicks plot (PNG) here")
@@ -56,8 +62,9 @@ def run_eval(args: argparse.Namespace) -> int:
     name = pathlib.Path(args.dataset).resolve().name
     print(f"evaluating {len(samples)} samples of {name} ({source}), {args.max_clicks} clicks each", file=sys.stderr)
     try:
+        options = {k: v for k, v in (("flip", args.flip), ("refine", args.refine)) if v is not None}
         results = evaluate(predictor, samples, args.max_clicks, workers=args.workers,
-                           progress=not args.no_progress, desc=name)
+                           progress=not args.no_progress, desc=name, **options)
     finally:
         close = getattr(predictor, "close", None)
         if close:

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -39,6 +40,15 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UNDO = 200
 """Undo steps a session keeps (S x S bytes each: 20 MB at S=320); older ones are dropped."""
+
+REFINE_MIN_GAIN = 1.5
+"""``refine``: a second pass runs when the predicted object's zoom-in box is at least this many
+times smaller (longer side) than the crop the first pass saw, i.e. when the second pass sees
+the object with at least this many times the resolution."""
+
+# One click's model calls: the generator yields each request's inputs, receives the network's
+# answer, and finally returns the pending click and its (merged) uint8 [S, S] output.
+_Steps = Generator[dict, np.ndarray, "tuple[_Pending, np.ndarray]"]
 
 
 @runtime_checkable
@@ -161,6 +171,8 @@ class _SessionCore:
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         initial_mask: np.ndarray | Mask | None = None,
         max_undo: int = DEFAULT_MAX_UNDO,
+        flip: bool = False,
+        refine: bool = False,
         _seed: _State | None = None,
     ) -> None:
         image = check_rgb_image(image, max_pixels=max_image_pixels)
@@ -176,6 +188,8 @@ class _SessionCore:
         if isinstance(max_undo, bool) or not isinstance(max_undo, (int, np.integer)) or max_undo < 1:
             raise InvalidInputError(f"max_undo must be a positive int, got {max_undo!r}")
         self._max_undo = int(max_undo)
+        self._flip = _check_bool(flip, "flip")
+        self._refine = _check_bool(refine, "refine")
         self._dropped = False  # older undo steps were dropped: undo stops at the oldest one kept
         self._states: list[_State] = [seed]
 
@@ -241,8 +255,8 @@ class _SessionCore:
         inputs = encode_inputs(self._image, clicks, state.prob, transform)
         return _Pending(click, clicks, roi, transform, inputs, timestamp, started)
 
-    def _finish(self, output: np.ndarray, pending: _Pending) -> Mask:
-        click, clicks, transform = pending.click, pending.clicks, pending.transform
+    def _check_output(self, output: object) -> np.ndarray:
+        """The predictor's answer as uint8 [S, S], or InferenceError."""
         size = self._size
         if not isinstance(output, np.ndarray) or output.dtype != np.uint8 or output.shape not in (
             (1, size, size),
@@ -250,6 +264,51 @@ class _SessionCore:
             (1, 1, size, size),
         ):
             raise InferenceError(f"the predictor returned {describe(output)}, expected uint8 [1,{size},{size}]")
+        return output.reshape(size, size)
+
+    def _passes(self, pending: _Pending) -> _Steps:
+        """The model calls of one pass: one request, or with ``flip`` the request and its mirror,
+        whose answers are averaged (the mirrored answer flipped back)."""
+        output = self._check_output((yield pending.inputs))
+        if not self._flip:
+            return pending, output
+        rows, cols = pending.transform.content_hw
+        mirrored = {name: _mirror(array, rows, cols) for name, array in pending.inputs.items()}
+        back = _mirror(self._check_output((yield mirrored)), rows, cols)
+        merged = (output.astype(np.uint16) + back + 1) // 2  # round half up
+        return pending, merged.astype(np.uint8)
+
+    def _refined(self, output: np.ndarray, pending: _Pending) -> _Pending | None:
+        """With ``refine``: a second pass on the zoom-in box of the first pass's mask, when that
+        box is at least ``REFINE_MIN_GAIN`` times smaller than the first pass's crop (the
+        first click at full view, mostly); the first pass's probability is its previous mask."""
+        if not self._refine:
+            return None
+        height, width = self._image.shape[:2]
+        prob = decode_prob(output[None], pending.transform, (height, width))
+        box = zoom_in_box(prob > PROB_THRESHOLD, pending.clicks, self._expansion_ratio, self._min_crop_size)
+        if box is None:
+            return None
+        t = pending.transform
+        seen = max(t.x1 - t.x0, t.y1 - t.y0)
+        if seen < REFINE_MIN_GAIN * max(box[2] - box[0], box[3] - box[1]):
+            return None
+        transform = CropTransform(*box, size=self._size)
+        return replace(pending, roi=box, transform=transform,
+                       inputs=encode_inputs(self._image, pending.clicks, prob, transform))
+
+    def _steps(self, x: float, y: float, positive: bool) -> _Steps:
+        """Every model call of one click (see ``_Steps``); nothing changes until ``_finish``."""
+        pending, output = yield from self._passes(self._prepare(x, y, positive))
+        second = self._refined(output, pending)
+        if second is not None:
+            pending, output = yield from self._passes(second)
+        return pending, output
+
+    def _finish(self, output: np.ndarray, pending: _Pending) -> Mask:
+        click, clicks, transform = pending.click, pending.clicks, pending.transform
+        size = self._size
+        output = self._check_output(output)
         height, width = self._image.shape[:2]
         prob = decode_prob(output.reshape(1, size, size), transform, (height, width))
         mask = Mask(prob > PROB_THRESHOLD, prob)
@@ -359,10 +418,18 @@ def _initial_state(initial_mask: object, image_hw: tuple[int, int]) -> _State:
     return _State(seed=Mask(prob > PROB_THRESHOLD, prob))
 
 
-def _check_bool(value: object) -> bool:
+def _check_bool(value: object, name: str = "positive") -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise InvalidInputError(f"expected positive as a bool, got {type(value).__name__}")
+        raise InvalidInputError(f"expected {name} as a bool, got {type(value).__name__}")
     return bool(value)
+
+
+def _mirror(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``array`` ([C, S, S] or [S, S]) with its content region (top-left ``rows x cols``, the
+    rest is padding) flipped left-right; the padding stays where the network expects it."""
+    out = array.copy()
+    out[..., :rows, :cols] = array[..., :rows, cols - 1::-1]
+    return out
 
 
 class Session(_SessionCore):
@@ -377,6 +444,11 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
+        flip: also run every request mirrored left-right and average the two answers
+            (test-time flip averaging: two model calls a pass).
+        refine: after a pass whose crop is much larger than the object it found (the first
+            click, at full view), run a second pass on that object's zoom-in box, with the
+            first pass's answer as the previous mask (see ``REFINE_MIN_GAIN``).
         max_image_pixels: refuse larger images (default 64 megapixels; None: no limit).
         max_undo: undo steps kept (default 200). Each keeps the network's uint8 S x S answer
             and its crop, not a full-resolution map (100 KB a click at S=320, whatever the
@@ -406,9 +478,14 @@ class Session(_SessionCore):
         image; the session is unchanged when the model call fails.
         """
         with self._lock:
-            pending = self._prepare(x, y, positive)
+            steps = self._steps(x, y, positive)
+            inputs = next(steps)
             sent = time.perf_counter()
-            output = self._predictor.infer(pending.inputs)
+            try:
+                while True:
+                    inputs = steps.send(self._predictor.infer(inputs))
+            except StopIteration as done:
+                pending, output = done.value
             received = time.perf_counter()
             mask = self._finish(output, pending)
             self._observe(self._predictor, pending, sent, received)
@@ -443,9 +520,14 @@ class AsyncSession(_SessionCore):
     async def click(self, x: float, y: float, positive: bool = True) -> Mask:
         """Add a click at pixel ``(x, y)``; see :meth:`Session.click`."""
         async with self._lock:
-            pending = self._prepare(x, y, positive)
+            steps = self._steps(x, y, positive)
+            inputs = next(steps)
             sent = time.perf_counter()
-            output = await self._predictor.infer(pending.inputs)
+            try:
+                while True:
+                    inputs = steps.send(await self._predictor.infer(inputs))
+            except StopIteration as done:
+                pending, output = done.value
             received = time.perf_counter()
             mask = self._finish(output, pending)
             self._observe(self._predictor, pending, sent, received)

@@ -109,7 +109,7 @@ def comparison_table(scores: list[dict], focus: tuple[str, ...] = DEFAULT_FOCUS)
     sets = list(_by_set(base["objects"], base["noc90"]))
     in_focus = np.array([k.split("/", 1)[0] in focus for k in base["objects"]])
     focus_head = [f"Δ on {'+'.join(focus)} ({int(in_focus.sum())})"] if in_focus.any() and not in_focus.all() else []
-    head = ["checkpoint", "S", "precision", "NoC@90", "fail@90", "Δ vs first [95% CI]", "wins/losses", *focus_head,
+    head = ["checkpoint", "S", "precision", "session", "NoC@90", "fail@90", "Δ vs first [95% CI]", "wins/losses", *focus_head,
             *sets, "s/click"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in scores:
@@ -123,11 +123,36 @@ def comparison_table(scores: list[dict], focus: tuple[str, ...] = DEFAULT_FOCUS)
                                                            np.array(s["noc90"])[in_focus]))]
         lines.append("| " + " | ".join([pathlib.Path(s["checkpoint"]).name, str(s["size"]),
                                          "int8" if s.get("int8") else "fp32",
+                                         session_label(s.get("session_options") or {}),
                                          f"{np.mean(s['noc90']):.2f}", str(sum(s["failed90"])), delta, wl,
                                          *focus_cell,
                                          *(f"{per_set[k]:.2f}" for k in sets),
                                          f"{1000 * s['seconds_per_click']:.0f} ms"]) + " |")
     return "\n".join(lines)
+
+
+def _switch(values: list[str] | None) -> list[bool | None]:
+    """``--flip on off`` -> [True, False]; not given -> [None] (the Session's default)."""
+    return [None] if not values else [v == "on" for v in values]
+
+
+def _options_tag(options: dict) -> str:
+    """Cache-key part of the session options as the Session resolves them (its defaults filled
+    in). Options that are off add nothing, so caches made before they existed still hold."""
+    import inspect
+
+    from clickmask.client.session import _SessionCore
+
+    defaults = inspect.signature(_SessionCore.__init__).parameters
+    resolved = {k: options.get(k, defaults[k].default) for k in ("flip", "refine")}
+    return "".join(f":{k}" for k in sorted(resolved) if resolved[k])
+
+
+def session_label(options: dict) -> str:
+    """``flip``, ``refine``, ``flip+refine``, ``no refine``...; ``default`` when nothing is set."""
+    if not options:
+        return "default"
+    return "+".join(k if v else f"no {k}" for k, v in sorted(options.items()))
 
 
 def add_select_parser(subparsers) -> argparse.ArgumentParser:
@@ -148,6 +173,12 @@ def add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
                    help="fp32: the exported file; int8: its int8 QDQ file (clickmask export int8, late scope), "
                         "as served with the int8 repository. Several: each checkpoint in each (default: fp32)")
+    p.add_argument("--flip", nargs="+", choices=("on", "off"), default=None,
+                   help="Session(flip=...): test-time flip averaging. Several: each checkpoint in each "
+                        "(default: the Session's default)")
+    p.add_argument("--refine", nargs="+", choices=("on", "off"), default=None,
+                   help="Session(refine=...): a second pass on the object's box after a full-view pass. "
+                        "Several: each checkpoint in each (default: the Session's default)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/select"),
                    help="folder for the cache, scores.json and table.md (default: %(default)s)")
     p.set_defaults(func=_cmd_select)
@@ -167,21 +198,24 @@ def _cmd_select(args) -> int:
     cache_dir.mkdir(exist_ok=True)
     list_tag = hashlib.sha256("\n".join(o.key for o in objects).encode()).hexdigest()[:12]
     scores = []
-    runs = [(size, precision, ckpt) for size in (args.size or [None]) for precision in args.precision
-            for ckpt in args.checkpoints]
-    for size, precision, ckpt in runs:
+    variants = [{k: v for k, v in (("flip", flip), ("refine", refine)) if v is not None}
+                for flip in _switch(args.flip) for refine in _switch(args.refine)]
+    runs = [(size, precision, options, ckpt) for size in (args.size or [None]) for precision in args.precision
+            for options in variants for ckpt in args.checkpoints]
+    for size, precision, options, ckpt in runs:
         int8 = precision == "int8"
-        tag = f"{size}:{list_tag}:{args.max_clicks}" + (":int8" if int8 else "")
+        tag = f"{size}:{list_tag}:{args.max_clicks}" + (":int8" if int8 else "") + _options_tag(options)
         cache = cache_dir / f"{_digest(ckpt, tag)}.json"
         if cache.is_file():
             score = json.loads(cache.read_text())
         else:
             score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks, int8=int8,
-                                     data_root=args.data_root, val_list=args.val_list)
+                                     data_root=args.data_root, val_list=args.val_list, session_options=options)
+            score["session_options"] = options
             cache.write_text(json.dumps(score) + "\n")
         score["checkpoint"] = str(ckpt)
         scores.append(score)
-        print(f"{ckpt} ({precision}): S={score['size']} NoC@90 {np.mean(score['noc90']):.3f}, "
+        print(f"{ckpt} ({precision}, {session_label(options)}): S={score['size']} NoC@90 {np.mean(score['noc90']):.3f}, "
               f"{sum(score['failed90'])} of {len(objects)} never reach 90%", flush=True)
     table = comparison_table(scores, tuple(x for x in args.focus.split(",") if x))
     (args.out / "scores.json").write_text(json.dumps(scores) + "\n")

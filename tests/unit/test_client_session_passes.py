@@ -1,0 +1,157 @@
+"""Session(flip=..., refine=...): the extra model calls of one click, against fakes of the network."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from clickmask.client import Click, CropTransform, InvalidInputError, Session, zoom_in_box
+from clickmask.client.session import REFINE_MIN_GAIN, AsyncSession
+
+from .test_client_session import SIZE, AsyncFakeNetwork, FakeNetwork, make_image
+
+
+class LeftHeavyNetwork:
+    """Not mirror-symmetric: probability falls from 1 at the left edge of the content to 0 at its
+    right edge (the content width is read off the image's non-zero columns)."""
+
+    size = SIZE
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    def infer(self, inputs):
+        self.calls.append({k: v.copy() for k, v in inputs.items()})
+        cols = int(np.flatnonzero(inputs["image"].any(axis=(0, 1)))[-1]) + 1
+        ramp = np.zeros(SIZE, np.float64)
+        ramp[:cols] = np.linspace(255, 0, cols)
+        return np.broadcast_to(np.round(ramp).astype(np.uint8), (1, SIZE, SIZE)).copy()
+
+
+class FailingSecondCall(FakeNetwork):
+    def infer(self, inputs):
+        if len(self.calls) == 1:
+            self.calls.append(inputs)
+            raise ConnectionError("the server went away")
+        return super().infer(inputs)
+
+
+def _nonzero_image(height=240, width=320):
+    return np.maximum(make_image(height, width), 1).astype(np.uint8)
+
+
+def test_flip_sends_the_mirrored_content_and_keeps_the_padding_in_place():
+    network = FakeNetwork()
+    session = Session(network, make_image(240, 320), flip=True)
+    session.click(x=100, y=50)
+    first, mirrored = network.calls
+    rows, cols = CropTransform.full(240, 320, SIZE).content_hw
+    assert rows < SIZE  # the full view of a landscape image is padded below
+    for name in ("image", "clicks", "prev_mask"):
+        np.testing.assert_array_equal(mirrored[name][:, :rows, :cols], first[name][:, :rows, ::-1][:, :, -cols:])
+        np.testing.assert_array_equal(mirrored[name][:, rows:, :], first[name][:, rows:, :])
+    assert mirrored["clicks"][0].any() and not np.array_equal(mirrored["clicks"], first["clicks"])
+
+
+def test_flip_averages_the_answer_with_the_mirrored_answer_flipped_back():
+    network = LeftHeavyNetwork()
+    plain = Session(LeftHeavyNetwork(), _nonzero_image()).click(x=100, y=50)
+    flipped = Session(network, _nonzero_image(), flip=True).click(x=100, y=50)
+    assert len(network.calls) == 2
+    # the ramp and its mirror average to 0.5 everywhere: the flip-averaged answer is flat
+    assert plain.prob.max() - plain.prob.min() > 0.9
+    assert np.ptp(flipped.prob) < 2.0 / 255
+    assert abs(float(flipped.prob.mean()) - 0.5) < 1.0 / 255
+
+
+def test_flip_changes_nothing_for_a_mirror_symmetric_network():
+    image = make_image(240, 320)
+    plain, flipped = Session(FakeNetwork(), image), Session(FakeNetwork(), image, flip=True)
+    for x, y, positive in ((100, 50, True), (140, 80, True), (120, 60, False)):
+        a, b = plain.click(x, y, positive), flipped.click(x, y, positive)
+        assert np.count_nonzero(a.array != b.array) <= 0.002 * a.array.size
+
+
+def test_refine_runs_a_second_pass_on_the_box_of_the_first_answer():
+    network = FakeNetwork()
+    session = Session(network, make_image(480, 640), refine=True)
+    mask = session.click(x=300, y=200)
+    first, second = network.calls
+    assert not first["prev_mask"].any()
+    assert second["prev_mask"].any()  # the first pass's answer is the previous mask
+    full = CropTransform.full(480, 640, SIZE)
+    # the box is the zoom-in box of the first answer: 1.4 x its extent, at least 200 px
+    (record,) = session.history
+    x0, y0, x1, y1 = record.crop
+    assert (x1 - x0) * REFINE_MIN_GAIN <= full.x1 - full.x0
+    assert x0 <= 300 < x1 and y0 <= 200 < y1
+    assert mask.array[200, 300] and not mask.array[:, :x0].any() and not mask.array[:, x1:].any()
+    # the second click zooms in around the refined mask; its crop is tight already: one call
+    session.click(x=310, y=205)
+    assert len(network.calls) == 3
+    x0, y0, x1, y1 = session.history[-1].crop
+    assert (x1 - x0) < REFINE_MIN_GAIN * 200
+
+
+def test_refine_box_is_the_zoom_in_box_of_the_first_pass():
+    image = make_image(480, 640)
+    first = Session(FakeNetwork(), image).click(x=300, y=200)  # the full-view pass alone
+    box = zoom_in_box(first.array, [Click(x=300, y=200, positive=True)], 1.4, 200)
+    network = FakeNetwork()
+    session = Session(network, image, refine=True)
+    session.click(x=300, y=200)
+    assert session.history[0].crop == box
+    rows, cols = CropTransform(*box, size=SIZE).content_hw
+    assert network.calls[1]["image"][:, :rows, :cols].any()
+    assert not network.calls[1]["image"][:, rows:, :].any() and not network.calls[1]["image"][:, :, cols:].any()
+
+
+def test_refine_skips_the_second_pass_when_the_object_fills_the_view():
+    class Everything(FakeNetwork):
+        def infer(self, inputs):
+            self.calls.append(inputs)
+            return np.full((1, SIZE, SIZE), 255, np.uint8)
+
+    network = Everything()
+    Session(network, make_image(240, 320), refine=True).click(x=100, y=50)
+    assert len(network.calls) == 1
+
+
+def test_flip_and_refine_together_make_four_calls_on_the_first_click():
+    network = FakeNetwork()
+    session = Session(network, make_image(480, 640), flip=True, refine=True)
+    session.click(x=300, y=200)
+    assert len(network.calls) == 4
+    session.click(x=310, y=205)
+    assert len(network.calls) == 6  # zoomed in already: no second pass, two calls for the flip
+
+
+def test_a_failed_second_call_leaves_the_session_unchanged():
+    network = FailingSecondCall()
+    session = Session(network, make_image(480, 640), refine=True)
+    with pytest.raises(ConnectionError):
+        session.click(x=300, y=200)
+    assert session.clicks == () and session.mask is None and session.history == ()
+    session.click(x=300, y=200)  # the next click works
+    assert len(session.clicks) == 1
+
+
+def test_async_session_makes_the_same_calls_and_mask():
+    image = make_image(480, 640)
+    sync_net, async_net = FakeNetwork(), AsyncFakeNetwork()
+    expected = Session(sync_net, image, flip=True, refine=True).click(x=300, y=200)
+
+    async def run():
+        return await AsyncSession(async_net, image, flip=True, refine=True).click(x=300, y=200)
+
+    got = asyncio.run(run())
+    assert len(async_net.calls) == len(sync_net.calls) == 4
+    np.testing.assert_array_equal(got.array, expected.array)
+
+
+@pytest.mark.parametrize("option", ["flip", "refine"])
+def test_options_must_be_bools(option):
+    with pytest.raises(InvalidInputError, match=f"expected {option} as a bool"):
+        Session(FakeNetwork(), make_image(), **{option: "yes"})
