@@ -32,6 +32,8 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="Session(flip=...): average every answer with the mirrored request's "
                         "(default: the Session's default)")
+    p.add_argument("--flip-first", type=int, default=None, metavar="N",
+                   help="Session(flip=N): flip-average the first N clicks only")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="Session(refine=...): a second pass on the object's box after a full-view pass "
                         "(default: the Session's default)")
@@ -45,6 +47,7 @@ def add_eval_parser(sub) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from clickmask.benchmarks.accuracy import evaluate, list_samples, plot_curves, summarize, write_csv, write_json
     from clickmask.client.errors import InvalidInputError
+    from clickmask.client.session import resolve_passes
 
     if args.max_clicks < 1:
         raise InvalidInputError("--max-clicks must be at least 1")
@@ -61,8 +64,11 @@ def run_eval(args: argparse.Namespace) -> int:
         source = f"in-process {args.onnx or DEFAULT_ONNX}"
     name = pathlib.Path(args.dataset).resolve().name
     print(f"evaluating {len(samples)} samples of {name} ({source}), {args.max_clicks} clicks each", file=sys.stderr)
+    if args.flip_first is not None and (args.flip is not None or args.flip_first < 0):
+        raise InvalidInputError("--flip-first N takes a number of clicks >= 0 and goes without --flip/--no-flip")
+    flip = args.flip if args.flip_first is None else args.flip_first
+    options = {k: v for k, v in (("flip", flip), ("refine", args.refine)) if v is not None}
     try:
-        options = {k: v for k, v in (("flip", args.flip), ("refine", args.refine)) if v is not None}
         results = evaluate(predictor, samples, args.max_clicks, workers=args.workers,
                            progress=not args.no_progress, desc=name, **options)
     finally:
@@ -70,6 +76,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if close:
             close()
     summary = summarize(results, name, args.max_clicks)
+    summary["session"] = resolve_passes(options)
     curve = summary["miou_curve"]
     print(f"{name}: {summary['num_samples']} samples  NoC@85 {summary['noc85']:.2f}  NoC@90 {summary['noc90']:.2f}  "
           f"NoC@95 {summary['noc95']:.2f}  failures@90 {summary['failures90']}  "

@@ -41,14 +41,35 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UNDO = 200
 """Undo steps a session keeps (S x S bytes each: 20 MB at S=320); older ones are dropped."""
 
+DEFAULT_FLIP: bool | int = False
+"""Which clicks a :class:`Session` averages with the mirrored request's answer (``flip``):
+False none, True all, an int N the first N."""
+DEFAULT_REFINE = False
+"""Whether a :class:`Session` runs the second pass of ``refine`` by default."""
+
 REFINE_MIN_GAIN = 1.5
 """``refine``: a second pass runs when the predicted object's zoom-in box is at least this many
 times smaller (longer side) than the crop the first pass saw, i.e. when the second pass sees
 the object with at least this many times the resolution."""
 
-# One click's model calls: the generator yields each request's inputs, receives the network's
-# answer, and finally returns the pending click and its (merged) uint8 [S, S] output.
-_Steps = Generator[dict, np.ndarray, "tuple[_Pending, np.ndarray]"]
+# One click's model calls: the generator yields the requests of a pass (one, or two with flip),
+# receives the network's answers in order, and finally returns the pending click and its
+# (merged) uint8 [S, S] output.
+_Steps = Generator[list, list, "tuple[_Pending, np.ndarray]"]
+
+
+def _infer_all(predictor, requests: list[dict]) -> list:
+    """Answers to the requests of one pass: one batch when the predictor takes batches (the gRPC
+    ``Client``: one round trip, and Triton runs both at once), else one call each."""
+    if len(requests) > 1 and hasattr(predictor, "infer_batch"):
+        return list(predictor.infer_batch(requests))
+    return [predictor.infer(request) for request in requests]
+
+
+async def _infer_all_async(predictor, requests: list[dict]) -> list:
+    if len(requests) > 1 and hasattr(predictor, "infer_batch"):
+        return list(await predictor.infer_batch(requests))
+    return list(await asyncio.gather(*(predictor.infer(request) for request in requests)))
 
 
 @runtime_checkable
@@ -171,8 +192,8 @@ class _SessionCore:
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         initial_mask: np.ndarray | Mask | None = None,
         max_undo: int = DEFAULT_MAX_UNDO,
-        flip: bool = False,
-        refine: bool = False,
+        flip: bool | int = DEFAULT_FLIP,
+        refine: bool = DEFAULT_REFINE,
         _seed: _State | None = None,
     ) -> None:
         image = check_rgb_image(image, max_pixels=max_image_pixels)
@@ -188,10 +209,16 @@ class _SessionCore:
         if isinstance(max_undo, bool) or not isinstance(max_undo, (int, np.integer)) or max_undo < 1:
             raise InvalidInputError(f"max_undo must be a positive int, got {max_undo!r}")
         self._max_undo = int(max_undo)
-        self._flip = _check_bool(flip, "flip")
+        self._flip = _check_flip(flip)
         self._refine = _check_bool(refine, "refine")
         self._dropped = False  # older undo steps were dropped: undo stops at the oldest one kept
         self._states: list[_State] = [seed]
+
+    @property
+    def passes(self) -> dict[str, bool]:
+        """The inference options this session runs with: ``{"flip": ..., "refine": ...}``
+        (``flip``: False, True, or the number of first clicks that are flip-averaged)."""
+        return {"flip": self._flip, "refine": self._refine}
 
     @property
     def seeded(self) -> bool:
@@ -269,12 +296,13 @@ class _SessionCore:
     def _passes(self, pending: _Pending) -> _Steps:
         """The model calls of one pass: one request, or with ``flip`` the request and its mirror,
         whose answers are averaged (the mirrored answer flipped back)."""
-        output = self._check_output((yield pending.inputs))
-        if not self._flip:
-            return pending, output
+        if self._flip is False or (self._flip is not True and len(pending.clicks) > self._flip):
+            (output,) = yield [pending.inputs]
+            return pending, self._check_output(output)
         rows, cols = pending.transform.content_hw
         mirrored = {name: _mirror(array, rows, cols) for name, array in pending.inputs.items()}
-        back = _mirror(self._check_output((yield mirrored)), rows, cols)
+        output, back = yield [pending.inputs, mirrored]
+        output, back = self._check_output(output), _mirror(self._check_output(back), rows, cols)
         merged = (output.astype(np.uint16) + back + 1) // 2  # round half up
         return pending, merged.astype(np.uint8)
 
@@ -424,6 +452,21 @@ def _check_bool(value: object, name: str = "positive") -> bool:
     return bool(value)
 
 
+def _check_flip(value: object) -> bool | int:
+    """``flip``: a bool, or an int N >= 0 (the first N clicks; 0 is False)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value >= 0:
+        return int(value) if value > 0 else False
+    raise InvalidInputError(f"expected flip as a bool or a number of first clicks >= 0, got {value!r}")
+
+
+def resolve_passes(options: dict) -> dict[str, bool | int]:
+    """``{"flip": ..., "refine": ...}`` as a session made with ``options`` runs (defaults filled in)."""
+    return {"flip": _check_flip(options.get("flip", DEFAULT_FLIP)),
+            "refine": bool(options.get("refine", DEFAULT_REFINE))}
+
+
 def _mirror(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """``array`` ([C, S, S] or [S, S]) with its content region (top-left ``rows x cols``, the
     rest is padding) flipped left-right; the padding stays where the network expects it."""
@@ -444,8 +487,9 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
-        flip: also run every request mirrored left-right and average the two answers
-            (test-time flip averaging: two model calls a pass).
+        flip: also run the request mirrored left-right and average the two answers
+            (test-time flip averaging: two model calls a pass). True: every click; an int N:
+            the first N clicks only (where the mask is coarsest), so it costs little on average.
         refine: after a pass whose crop is much larger than the object it found (the first
             click, at full view), run a second pass on that object's zoom-in box, with the
             first pass's answer as the previous mask (see ``REFINE_MIN_GAIN``).
@@ -479,11 +523,11 @@ class Session(_SessionCore):
         """
         with self._lock:
             steps = self._steps(x, y, positive)
-            inputs = next(steps)
+            requests = next(steps)
             sent = time.perf_counter()
             try:
                 while True:
-                    inputs = steps.send(self._predictor.infer(inputs))
+                    requests = steps.send(_infer_all(self._predictor, requests))
             except StopIteration as done:
                 pending, output = done.value
             received = time.perf_counter()
@@ -521,11 +565,11 @@ class AsyncSession(_SessionCore):
         """Add a click at pixel ``(x, y)``; see :meth:`Session.click`."""
         async with self._lock:
             steps = self._steps(x, y, positive)
-            inputs = next(steps)
+            requests = next(steps)
             sent = time.perf_counter()
             try:
                 while True:
-                    inputs = steps.send(await self._predictor.infer(inputs))
+                    requests = steps.send(await _infer_all_async(self._predictor, requests))
             except StopIteration as done:
                 pending, output = done.value
             received = time.perf_counter()

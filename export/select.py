@@ -25,6 +25,8 @@ import numpy as np
 
 from clickmask.datasets import read_object_list
 
+from clickmask.client.session import resolve_passes
+
 from .val_list import DEFAULT_LIST
 
 
@@ -131,28 +133,31 @@ def comparison_table(scores: list[dict], focus: tuple[str, ...] = DEFAULT_FOCUS)
     return "\n".join(lines)
 
 
-def _switch(values: list[str] | None) -> list[bool | None]:
-    """``--flip on off`` -> [True, False]; not given -> [None] (the Session's default)."""
-    return [None] if not values else [v == "on" for v in values]
+def _switch(values: list[str] | None) -> list[bool | int | None]:
+    """``--flip on off 2`` -> [True, False, 2]; not given -> [None] (the Session's default)."""
+    return [None] if not values else [v == "on" if v in ("on", "off") else int(v) for v in values]
+
+
+def _on_off_or_count(value: str) -> str:
+    if value in ("on", "off") or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f"expected on, off or a number of first clicks, got {value!r}")
 
 
 def _options_tag(options: dict) -> str:
     """Cache-key part of the session options as the Session resolves them (its defaults filled
     in). Options that are off add nothing, so caches made before they existed still hold."""
-    import inspect
-
-    from clickmask.client.session import _SessionCore
-
-    defaults = inspect.signature(_SessionCore.__init__).parameters
-    resolved = {k: options.get(k, defaults[k].default) for k in ("flip", "refine")}
-    return "".join(f":{k}" for k in sorted(resolved) if resolved[k])
+    resolved = resolve_passes(options)
+    return "".join(f":{k}" if resolved[k] is True else f":{k}={resolved[k]}" for k in sorted(resolved)
+                   if resolved[k] is not False)
 
 
 def session_label(options: dict) -> str:
     """``flip``, ``refine``, ``flip+refine``, ``no refine``...; ``default`` when nothing is set."""
     if not options:
         return "default"
-    return "+".join(k if v else f"no {k}" for k, v in sorted(options.items()))
+    return "+".join(k if v is True else f"no {k}" if v is False else f"{k} first {v}"
+                    for k, v in sorted(options.items()))
 
 
 def add_select_parser(subparsers) -> argparse.ArgumentParser:
@@ -173,9 +178,9 @@ def add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
                    help="fp32: the exported file; int8: its int8 QDQ file (clickmask export int8, late scope), "
                         "as served with the int8 repository. Several: each checkpoint in each (default: fp32)")
-    p.add_argument("--flip", nargs="+", choices=("on", "off"), default=None,
-                   help="Session(flip=...): test-time flip averaging. Several: each checkpoint in each "
-                        "(default: the Session's default)")
+    p.add_argument("--flip", nargs="+", type=_on_off_or_count, default=None, metavar="{on,off,N}",
+                   help="Session(flip=...): test-time flip averaging on every click, none, or the first N. "
+                        "Several: each checkpoint in each (default: the Session's default)")
     p.add_argument("--refine", nargs="+", choices=("on", "off"), default=None,
                    help="Session(refine=...): a second pass on the object's box after a full-view pass. "
                         "Several: each checkpoint in each (default: the Session's default)")
@@ -211,7 +216,7 @@ def _cmd_select(args) -> int:
         else:
             score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks, int8=int8,
                                      data_root=args.data_root, val_list=args.val_list, session_options=options)
-            score["session_options"] = options
+            score["session_options"] = resolve_passes(options)
             cache.write_text(json.dumps(score) + "\n")
         score["checkpoint"] = str(ckpt)
         scores.append(score)

@@ -63,6 +63,23 @@ def test_select_scores_a_checkpoint_on_the_validation_list(tmp_path, capsys):
     assert "| clickmask-lite0.pt |" in table and "+0.00 [+0.00, +0.00]" in table
 
 
+def test_select_scores_session_variants_side_by_side(tmp_path):
+    from clickmask.cli import main
+
+    checkpoint = pathlib.Path("export/checkpoints/clickmask-lite0.pt")
+    assert main(["select", str(checkpoint), "--refine", "off", "on", "--flip", "off",
+                 "--limit", "2", "--out", str(tmp_path)]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert [s["session_options"] for s in scores] == [{"flip": False, "refine": False}, {"flip": False, "refine": True}]
+    table = (tmp_path / "table.md").read_text()
+    assert "| no flip+no refine |" in table and "| no flip+refine |" in table
+    # each variant has its own cache entry: scoring again reads both back
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert main(["select", str(checkpoint), "--refine", "on", "--flip", "off", "--limit", "2",
+                 "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "scores.json").read_text())[0]["noc90"] == scores[1]["noc90"]
+
+
 def test_int8_benchmark_prints_fp32_and_both_scopes(capsys):
     from clickmask.benchmarks.int8 import main
 

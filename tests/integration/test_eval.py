@@ -34,3 +34,19 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     assert max(abs(a - b) for a, b in zip(local["miou_curve"], served["miou_curve"])) < 1e-3
     assert (tmp_path / "local.png").stat().st_size > 1000
     assert len((tmp_path / "local.csv").read_text().splitlines()) == 4
+
+
+def test_flip_and_refine_agree_in_process_and_through_the_server(grpc_url, grabcut_dir, tmp_path):
+    """The extra passes live in the client Session, so the server answers them like any request
+    (the flip pair goes as one batch of two)."""
+    onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
+    options = ["--flip", "--refine"]
+    local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2", *options], tmp_path, "l")
+    served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url, *options], tmp_path, "s")
+    assert local["session"] == served["session"] == {"flip": True, "refine": True}
+    for key in ("noc85", "noc90", "noc95", "failures90"):
+        assert local[key] == served[key], key
+    assert max(abs(a - b) for a, b in zip(local["miou_curve"], served["miou_curve"])) < 1e-3
+    plain = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "p")
+    assert plain["session"] == {"flip": False, "refine": False}
+    assert plain["miou_curve"] != local["miou_curve"]  # the passes change the answers

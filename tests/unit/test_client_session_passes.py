@@ -151,7 +151,56 @@ def test_async_session_makes_the_same_calls_and_mask():
     np.testing.assert_array_equal(got.array, expected.array)
 
 
-@pytest.mark.parametrize("option", ["flip", "refine"])
+@pytest.mark.parametrize("option", ["refine"])
 def test_options_must_be_bools(option):
     with pytest.raises(InvalidInputError, match=f"expected {option} as a bool"):
         Session(FakeNetwork(), make_image(), **{option: "yes"})
+
+
+def test_flip_n_averages_only_the_first_n_clicks():
+    network = FakeNetwork()
+    session = Session(network, make_image(240, 320), flip=2)
+    calls = []
+    for x, y in ((100, 50), (110, 55), (120, 60), (130, 65)):
+        before = len(network.calls)
+        session.click(x, y)
+        calls.append(len(network.calls) - before)
+    assert calls == [2, 2, 1, 1]
+    assert session.passes == {"flip": 2, "refine": False}
+    session.undo()
+    session.undo()
+    session.undo()  # back to one click: the next one is the second again
+    before = len(network.calls)
+    session.click(111, 56)
+    assert len(network.calls) - before == 2
+
+
+@pytest.mark.parametrize("value, expected", [(0, False), (False, False), (True, True), (3, 3)])
+def test_flip_values(value, expected):
+    assert Session(FakeNetwork(), make_image(), flip=value).passes["flip"] == expected
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "2", None])
+def test_bad_flip_values_are_refused(value):
+    with pytest.raises(InvalidInputError, match="expected flip as a bool or a number of first clicks"):
+        Session(FakeNetwork(), make_image(), flip=value)
+
+
+def test_a_predictor_that_takes_batches_gets_the_flip_pair_in_one_call():
+    class Batching(FakeNetwork):
+        def __init__(self):
+            super().__init__()
+            self.batches: list[int] = []
+
+        def infer_batch(self, requests):
+            self.batches.append(len(requests))
+            return np.stack([FakeNetwork.infer(self, r) for r in requests])
+
+    network = Batching()
+    image = make_image(240, 320)
+    batched = Session(network, image, flip=True).click(x=100, y=50)
+    assert network.batches == [2] and len(network.calls) == 2
+    one_by_one = Session(FakeNetwork(), image, flip=True).click(x=100, y=50)
+    np.testing.assert_array_equal(batched.prob, one_by_one.prob)
+    Session(network, image).click(x=100, y=50)  # a single request goes through infer()
+    assert network.batches == [2] and len(network.calls) == 3
