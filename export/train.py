@@ -146,11 +146,29 @@ def parse_set_weights(spec: str, objects: list[ObjectRef]) -> tuple[list[list[Ob
 
 
 def _draw_object(objects: list[ObjectRef], sets, rng: np.random.Generator) -> ObjectRef:
+    """One object: uniform (``sets`` None), or a set by its weight and then an object of it,
+    uniformly or, with a third element (hard-object sampling), by that set's probabilities."""
     if sets is None:
         return objects[int(rng.integers(len(objects)))]
-    groups, probs = sets
-    group = groups[int(rng.choice(len(groups), p=probs))]
+    groups, probs = sets[0], sets[1]
+    index = int(rng.choice(len(groups), p=probs))
+    group = groups[index]
+    if len(sets) > 2:
+        return group[int(rng.choice(len(group), p=sets[2][index]))]
     return group[int(rng.integers(len(group)))]
+
+
+def hard_sampling(cfg: TrainConfig, train_objs: list[ObjectRef], sets, out: Path, progress: bool):
+    """``sets`` with the within-set probabilities of hard-object sampling (``cfg.hard_from``)."""
+    from .hardness import describe, score_objects, within_set_weights
+
+    if sets is None:
+        sets = ([list(train_objs)], np.array([1.0]))
+    ious = score_objects(cfg.hard_from, train_objs, cfg.input_size, cfg.hard_clicks, cfg.threads,
+                         cache_dir=out, progress=progress)
+    within = within_set_weights(sets[0], ious, cfg.hard_mix)
+    log.info("hard-object sampling from %s: %s", cfg.hard_from, describe(sets[0], within, ious))
+    return sets[0], sets[1], within
 
 
 def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator, sets=None,
@@ -384,6 +402,8 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
 
     train_objs, val_objs = load_split(cfg)
     sets = parse_set_weights(cfg.set_weights, train_objs)
+    if cfg.hard_from:
+        sets = hard_sampling(cfg, train_objs, sets, out, progress)
     log.info("training on %d objects from %s; validating on %d held-out objects; device %s",
              len(train_objs), ", ".join(cfg.train_sets), len(val_objs), device)
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")

@@ -68,6 +68,12 @@ class TrainConfig:
     copy_paste: float = _opt(0.0, "probability that a sample's object is pasted onto a background image "
                                   "(copy-paste augmentation; 0: off)")
     backgrounds: str = _opt("BSDS500_backgrounds", "set under data_root whose images/ are the copy-paste backgrounds")
+    hard_from: str = _opt("", "hard-object sampling: score every training object with this checkpoint first "
+                              "(IoU after hard_clicks protocol clicks) and draw the ones it does badly on more "
+                              "often (see clickmask.export.hardness; '': off)")
+    hard_mix: float = _opt(0.5, "hard-object sampling: share of the draws within a set made in proportion to "
+                                "1 - IoU (the rest uniform)")
+    hard_clicks: int = _opt(1, "hard-object sampling: protocol clicks before the IoU that scores an object")
     # validation and checkpoints
     val_samples: int = _opt(40, "validation samples for NoC@90 (fixed subset)")
     val_max_clicks: int = _opt(20, "max clicks in validation")
