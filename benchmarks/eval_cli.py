@@ -29,6 +29,9 @@ def add_eval_parser(sub) -> None:
     source.add_argument("--onnx", type=pathlib.Path, default=None, help=f"ONNX file (default: {DEFAULT_ONNX})")
     p.add_argument("--workers", type=int, default=1, help="concurrent sessions (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads in-process (0: its default)")
+    p.add_argument("--passes", choices=("fast", "accurate"), default=None,
+                   help="fast: one model call a click; accurate: --flip --refine (fewer clicks, about twice "
+                        "the compute). Default: $CLICKMASK_PASSES, else fast; --flip/--refine override it")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="Session(flip=...): average every answer with the mirrored request's "
                         "(default: the Session's default)")
@@ -67,7 +70,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.flip_first is not None and (args.flip is not None or args.flip_first < 0):
         raise InvalidInputError("--flip-first N takes a number of clicks >= 0 and goes without --flip/--no-flip")
     flip = args.flip if args.flip_first is None else args.flip_first
-    options = {k: v for k, v in (("flip", flip), ("refine", args.refine)) if v is not None}
+    from clickmask.client.session import PASSES
+
+    preset = dict(PASSES[args.passes]) if args.passes else {}
+    options = {**preset, **{k: v for k, v in (("flip", flip), ("refine", args.refine)) if v is not None}}
     try:
         results = evaluate(predictor, samples, args.max_clicks, workers=args.workers,
                            progress=not args.no_progress, desc=name, **options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Generator
@@ -41,11 +42,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UNDO = 200
 """Undo steps a session keeps (S x S bytes each: 20 MB at S=320); older ones are dropped."""
 
-DEFAULT_FLIP: bool | int = False
-"""Which clicks a :class:`Session` averages with the mirrored request's answer (``flip``):
-False none, True all, an int N the first N."""
-DEFAULT_REFINE = False
-"""Whether a :class:`Session` runs the second pass of ``refine`` by default."""
+PASSES_ENV = "CLICKMASK_PASSES"
+"""Environment variable that picks the passes of sessions made without ``flip``/``refine``:
+``fast`` (the default: one model call a click) or ``accurate`` (``flip=True, refine=True``:
+fewer clicks, about twice the compute). One switch for every program that makes sessions
+(eval, the demo, the Label Studio and CVAT adapters, Locust)."""
+PASSES = {"fast": {"flip": False, "refine": False}, "accurate": {"flip": True, "refine": True}}
+DEFAULT_PASSES = "fast"
+
+
+def default_passes() -> dict[str, bool]:
+    """The passes ``CLICKMASK_PASSES`` asks for (``fast`` when it is not set)."""
+    name = os.environ.get(PASSES_ENV, "").strip().lower() or DEFAULT_PASSES
+    if name not in PASSES:
+        raise InvalidInputError(f"{PASSES_ENV}={name!r} is not one of {', '.join(PASSES)}; unset it for "
+                                f"{DEFAULT_PASSES!r}")
+    return dict(PASSES[name])
 
 REFINE_MIN_GAIN = 1.5
 """``refine``: a second pass runs when the predicted object's zoom-in box is at least this many
@@ -192,8 +204,8 @@ class _SessionCore:
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         initial_mask: np.ndarray | Mask | None = None,
         max_undo: int = DEFAULT_MAX_UNDO,
-        flip: bool | int = DEFAULT_FLIP,
-        refine: bool = DEFAULT_REFINE,
+        flip: bool | int | None = None,
+        refine: bool | None = None,
         _seed: _State | None = None,
     ) -> None:
         image = check_rgb_image(image, max_pixels=max_image_pixels)
@@ -209,8 +221,8 @@ class _SessionCore:
         if isinstance(max_undo, bool) or not isinstance(max_undo, (int, np.integer)) or max_undo < 1:
             raise InvalidInputError(f"max_undo must be a positive int, got {max_undo!r}")
         self._max_undo = int(max_undo)
-        self._flip = _check_flip(flip)
-        self._refine = _check_bool(refine, "refine")
+        passes = resolve_passes({"flip": flip, "refine": refine})
+        self._flip, self._refine = passes["flip"], passes["refine"]
         self._dropped = False  # older undo steps were dropped: undo stops at the oldest one kept
         self._states: list[_State] = [seed]
 
@@ -463,8 +475,11 @@ def _check_flip(value: object) -> bool | int:
 
 def resolve_passes(options: dict) -> dict[str, bool | int]:
     """``{"flip": ..., "refine": ...}`` as a session made with ``options`` runs (defaults filled in)."""
-    return {"flip": _check_flip(options.get("flip", DEFAULT_FLIP)),
-            "refine": bool(options.get("refine", DEFAULT_REFINE))}
+    given = {k: options.get(k) for k in ("flip", "refine")}
+    defaults = default_passes() if None in given.values() else {}
+    flip = defaults["flip"] if given["flip"] is None else given["flip"]
+    refine = defaults["refine"] if given["refine"] is None else given["refine"]
+    return {"flip": _check_flip(flip), "refine": _check_bool(refine, "refine")}
 
 
 def _mirror(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -487,6 +502,8 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
+        flip, refine: None (default) takes both from ``CLICKMASK_PASSES`` (``fast``: off;
+            ``accurate``: on), see :data:`PASSES_ENV`.
         flip: also run the request mirrored left-right and average the two answers
             (test-time flip averaging: two model calls a pass). True: every click; an int N:
             the first N clicks only (where the mask is coarsest), so it costs little on average.

@@ -180,7 +180,7 @@ def test_flip_values(value, expected):
     assert Session(FakeNetwork(), make_image(), flip=value).passes["flip"] == expected
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, "2", None])
+@pytest.mark.parametrize("value", [-1, 1.5, "2"])
 def test_bad_flip_values_are_refused(value):
     with pytest.raises(InvalidInputError, match="expected flip as a bool or a number of first clicks"):
         Session(FakeNetwork(), make_image(), flip=value)
@@ -204,3 +204,23 @@ def test_a_predictor_that_takes_batches_gets_the_flip_pair_in_one_call():
     np.testing.assert_array_equal(batched.prob, one_by_one.prob)
     Session(network, image).click(x=100, y=50)  # a single request goes through infer()
     assert network.batches == [2] and len(network.calls) == 3
+
+
+def test_clickmask_passes_picks_the_default_passes(monkeypatch):
+    from clickmask.client.session import PASSES_ENV, resolve_passes
+
+    monkeypatch.delenv(PASSES_ENV, raising=False)
+    assert Session(FakeNetwork(), make_image()).passes == {"flip": False, "refine": False}
+    monkeypatch.setenv(PASSES_ENV, "accurate")
+    network = FakeNetwork()
+    session = Session(network, make_image(480, 640))
+    assert session.passes == {"flip": True, "refine": True}
+    session.click(x=300, y=200)
+    assert len(network.calls) == 4
+    # an explicit option wins over the environment
+    assert Session(FakeNetwork(), make_image(), flip=False).passes == {"flip": False, "refine": True}
+    assert resolve_passes({}) == {"flip": True, "refine": True}
+    monkeypatch.setenv(PASSES_ENV, "fastest")
+    with pytest.raises(InvalidInputError, match="CLICKMASK_PASSES='fastest' is not one of fast, accurate"):
+        Session(FakeNetwork(), make_image())
+    assert Session(FakeNetwork(), make_image(), flip=True, refine=False).passes["flip"] is True  # not consulted
