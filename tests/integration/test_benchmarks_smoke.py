@@ -80,6 +80,17 @@ def test_select_scores_session_variants_side_by_side(tmp_path):
     assert json.loads((tmp_path / "scores.json").read_text())[0]["noc90"] == scores[1]["noc90"]
 
 
+def test_passes_benchmark_prints_every_variant_with_its_calls(capsys):
+    from clickmask.benchmarks.passes import main
+
+    assert main(["--objects", "2", "--clicks", "2"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"fast", "flip", "refine", "accurate"}
+    assert rows["fast"][3] == "1.00" and rows["fast"][4] == "1.00"
+    assert rows["flip"][3] == "2.00"
+    assert float(rows["accurate"][3]) >= 2.0 and float(rows["refine"][3]) >= 1.0
+
+
 def test_int8_benchmark_prints_fp32_and_both_scopes(capsys):
     from clickmask.benchmarks.int8 import main
 
