@@ -13,6 +13,15 @@ import pathlib
 import numpy as np
 
 
+
+def _score_label(score: dict) -> str:
+    """``lite0-v6`` / ``step-001200`` on two lines (snapshots of several runs share file names), S and the passes."""
+    path = pathlib.Path(score["checkpoint"])
+    name = f"{path.parent.name}\n{path.stem}" if path.stem.startswith("step-") else path.stem
+    passes = score.get("session_options") or {}
+    extra = "+".join(k for k, v in sorted(passes.items()) if v)
+    return f"{name}\nS={score['size']}" + (f" {extra}" if extra else "")
+
 def read_metrics(run: pathlib.Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """``(loss_ema by step, validation NoC@90 by step)`` of ``run/metrics.jsonl`` (a resumed run
     may repeat steps: the last record of a step wins)."""
@@ -55,7 +64,7 @@ def plot(runs: list[pathlib.Path], select: pathlib.Path | None, out: pathlib.Pat
     if select:
         scores = json.loads(select.read_text())
         ax2 = axes[0][1]
-        labels = [f"{pathlib.Path(s['checkpoint']).stem}\nS={s['size']}" for s in scores]
+        labels = [_score_label(s) for s in scores]
         means = [float(np.mean(s["noc90"])) for s in scores]
         ax2.bar(range(len(scores)), means, color="tab:blue")
         ax2.set_xticks(range(len(scores)), labels, fontsize=8)

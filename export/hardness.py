@@ -95,6 +95,7 @@ def describe(groups: Sequence[Sequence[ObjectRef]], within: Sequence[np.ndarray]
         order = np.argsort(iou)
         tenth = max(1, len(group) // 10)
         lift = float(p[order[:tenth]].sum() / (tenth / len(group)))
-        lines.append(f"{group[0].dataset}: {len(group)} objects, mean IoU {iou.mean():.3f}, "
+        name = "+".join(sorted({o.dataset for o in group}))  # one group of every set without --set-weights
+        lines.append(f"{name}: {len(group)} objects, mean IoU {iou.mean():.3f}, "
                      f"the hardest tenth drawn {lift:.1f}x as often as uniform")
     return "; ".join(lines)

@@ -97,3 +97,13 @@ def test_training_with_hard_from_scores_once_and_resumes(tiny_run, tmp_path, cap
     finally:
         module.score_objects = original
     assert calls == [1] and len(list(run.glob("hardness-*.json"))) == 1  # read back from the cache
+
+
+def test_describe_names_every_set_of_a_group():
+    from clickmask.export.hardness import describe
+
+    group = _objects(10, "A") + _objects(10, "B")
+    ious = {o.key: i / 20 for i, o in enumerate(group)}
+    within = within_set_weights([group], ious, 0.5)
+    line = describe([group], within, ious)
+    assert line.startswith("A+B: 20 objects, mean IoU 0.475") and "drawn 1." in line
