@@ -2,9 +2,11 @@
 
 Every variant runs the standard protocol (the real ``Session``, clicker and zoom-in, in-process
 ONNX Runtime on the served file) on the same objects, ``--clicks`` clicks each, in rotating
-blocks of one object (fast, flip, refine, accurate, fast, ...), so a noisy shared machine slows
-them alike. Prints the median and mean milliseconds per click, model calls per click, and the
-ratio of each mean to fast's. The objects are COCO_MVal objects off the validation list (timing
+blocks of one object (fast, flip, refine, accurate, flip+batch, accurate+batch, fast, ...), so a
+noisy shared machine slows them alike. ``+batch`` sends the flip pair as one batch of two
+(``infer_batch``, what sessions on the in-process predictor and the gRPC client do); the plain
+rows run the two requests one after the other. Prints the median and mean milliseconds per click,
+requests per click, and the ratio of each mean to fast's. The objects are COCO_MVal objects off the validation list (timing
 only; no set is scored).
 
     python -m clickmask.benchmarks.passes [--onnx model_repository/clickmask/1/model.onnx] [--objects 12]
@@ -24,10 +26,11 @@ VARIANTS = {
     "refine": {"flip": False, "refine": True},
     "accurate": {"flip": True, "refine": True},
 }
+BATCHED = ("flip", "accurate")  # also timed with the flip pair as one batch ("<name>+batch")
 
 
 class _Counting:
-    """The predictor, counting model calls."""
+    """The predictor, counting requests (a batch of two counts two)."""
 
     def __init__(self, inner) -> None:
         self.inner, self.size, self.calls = inner, inner.size, 0
@@ -35,6 +38,15 @@ class _Counting:
     def infer(self, inputs):
         self.calls += 1
         return self.inner.infer(inputs)
+
+
+class _Batching(_Counting):
+    """The same, taking a flip pair as one ONNX Runtime batch (what the session does when the
+    predictor has ``infer_batch``: the in-process predictor and the gRPC client)."""
+
+    def infer_batch(self, requests):
+        self.calls += len(requests)
+        return self.inner.infer_batch(requests)
 
 
 def main(argv=None) -> int:
@@ -60,24 +72,27 @@ def main(argv=None) -> int:
     root = args.data_root or default_root()
     objects = held_out_objects(root, DEFAULT_LIST, "COCO_MVal")[: args.objects]
     loaded = [load_object(o) for o in objects]
-    predictor = _Counting(LocalPredictor(args.onnx, threads=args.threads))
+    local = LocalPredictor(args.onnx, threads=args.threads)
+    single, batching = _Counting(local), _Batching(local)
+    variants = [(name, options, single) for name, options in VARIANTS.items()]
+    variants += [(f"{name}+batch", VARIANTS[name], batching) for name in BATCHED]
     image, gt, ignore = loaded[0]
-    for options in VARIANTS.values():  # warm-up
+    for _, options, predictor in variants:  # warm-up
         run_protocol(Session(predictor, image, **options), gt, ignore, max_clicks=2)
-    seconds: dict[str, list[float]] = {k: [] for k in VARIANTS}
-    calls = dict.fromkeys(VARIANTS, 0)
+    seconds: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    calls = dict.fromkeys(seconds, 0)
     for image, gt, ignore in loaded:
-        for name, options in VARIANTS.items():
+        for name, options, predictor in variants:
             before = predictor.calls
             run = run_protocol(Session(predictor, image, **options), gt, ignore, max_clicks=args.clicks)
             calls[name] += predictor.calls - before
             seconds[name] += [s for s in run.seconds if s > 0]
     base = float(np.mean(seconds["fast"]))
     print(f"{len(loaded)} COCO_MVal objects, {args.clicks} clicks each, {args.onnx.name}, {args.threads} threads")
-    print(f"{'passes':10s} {'median ms':>10s} {'mean ms':>8s} {'calls/click':>12s} {'vs fast':>8s}")
-    for name in VARIANTS:
+    print(f"{'passes':15s} {'median ms':>10s} {'mean ms':>8s} {'requests/click':>15s} {'vs fast':>8s}")
+    for name in seconds:
         values = np.array(seconds[name]) * 1e3
-        print(f"{name:10s} {np.median(values):10.1f} {values.mean():8.1f} {calls[name] / len(values):12.2f} "
+        print(f"{name:15s} {np.median(values):10.1f} {values.mean():8.1f} {calls[name] / len(values):15.2f} "
               f"{values.mean() / 1e3 / base:8.2f}")
     return 0
 

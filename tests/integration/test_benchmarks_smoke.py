@@ -85,9 +85,10 @@ def test_passes_benchmark_prints_every_variant_with_its_calls(capsys):
 
     assert main(["--objects", "2", "--clicks", "2"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
-    assert set(rows) == {"fast", "flip", "refine", "accurate"}
+    assert set(rows) == {"fast", "flip", "refine", "accurate", "flip+batch", "accurate+batch"}
     assert rows["fast"][3] == "1.00" and rows["fast"][4] == "1.00"
-    assert rows["flip"][3] == "2.00"
+    assert rows["flip"][3] == rows["flip+batch"][3] == "2.00"
+    assert rows["accurate+batch"][3] == rows["accurate"][3]  # the same requests, batched in pairs
     assert float(rows["accurate"][3]) >= 2.0 and float(rows["refine"][3]) >= 1.0
 
 

@@ -224,3 +224,42 @@ def test_clickmask_passes_picks_the_default_passes(monkeypatch):
     with pytest.raises(InvalidInputError, match="CLICKMASK_PASSES='fastest' is not one of fast, accurate"):
         Session(FakeNetwork(), make_image())
     assert Session(FakeNetwork(), make_image(), flip=True, refine=False).passes["flip"] is True  # not consulted
+
+
+class _OneAtATime:
+    """The in-process predictor without ``infer_batch``: the flip pair runs as two calls."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.size = inner, inner.size
+
+    def infer(self, inputs):
+        return self.inner.infer(inputs)
+
+
+def test_in_process_predictor_batches_the_flip_pair_with_the_same_answers(local_model):
+    """LocalPredictor.infer_batch runs the flip pair as one ONNX Runtime batch; the masks are
+    those of two single calls (ORT's CPU kernels do not depend on the batch size here)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (180, 260, 3), dtype=np.uint8), (0, 0), 3)
+    image[50:130, 60:160] = (220, 40, 40)
+    size = local_model.size
+    requests = [{"image": rng.integers(0, 256, (3, size, size), dtype=np.uint8),
+                 "clicks": np.zeros((2, size, size), np.uint8),
+                 "prev_mask": np.zeros((1, size, size), np.uint8)} for _ in range(2)]
+    requests[1]["clicks"][0, 100:110, 100:110] = 255
+    batched = local_model.infer_batch(requests)
+    assert batched.shape == (2, 1, size, size) and batched.dtype == np.uint8
+    for request, answer in zip(requests, batched):
+        assert np.abs(answer.astype(int) - local_model.infer(request)).max() <= 1
+    with pytest.raises(ValueError, match="at least one request"):
+        local_model.infer_batch([])
+
+    clicks = [(100, 90, True), (200, 60, False), (70, 120, True)]
+    masks = {}
+    for name, predictor in (("batched", local_model), ("single", _OneAtATime(local_model))):
+        session = Session(predictor, image, flip=True, refine=True)
+        masks[name] = [session.click(x, y, positive=p).array for x, y, p in clicks]
+    for a, b in zip(masks["batched"], masks["single"]):
+        assert np.count_nonzero(a != b) <= 0.001 * a.size
