@@ -144,20 +144,57 @@ def _on_off_or_count(value: str) -> str:
     raise argparse.ArgumentTypeError(f"expected on, off or a number of first clicks, got {value!r}")
 
 
+ZOOM_OPTIONS = {"expansion_ratio": "expansion", "min_crop_size": "min crop"}
+"""Session zoom-in options ``select`` can vary, and their labels in the table."""
+
+
+def _zoom_defaults() -> dict:
+    """The Session's own zoom-in defaults (read off its signature, so they cannot drift)."""
+    import inspect  # noqa: PLC0415
+
+    from clickmask.client.session import _SessionCore  # noqa: PLC0415
+
+    params = inspect.signature(_SessionCore.__init__).parameters
+    return {k: params[k].default for k in ZOOM_OPTIONS}
+
+
 def _options_tag(options: dict) -> str:
     """Cache-key part of the session options as the Session resolves them (its defaults filled
-    in). Options that are off add nothing, so caches made before they existed still hold."""
+    in). Options that are off or at their default add nothing, so caches made before they
+    existed still hold."""
     resolved = resolve_passes(options)
-    return "".join(f":{k}" if resolved[k] is True else f":{k}={resolved[k]}" for k in sorted(resolved)
-                   if resolved[k] is not False)
+    tag = "".join(f":{k}" if resolved[k] is True else f":{k}={resolved[k]}" for k in sorted(resolved)
+                  if resolved[k] is not False)
+    defaults = _zoom_defaults()
+    return tag + "".join(f":{k}={options[k]:g}" for k in ZOOM_OPTIONS
+                         if options.get(k) is not None and options[k] != defaults[k])
 
 
 def session_label(options: dict) -> str:
-    """``flip``, ``refine``, ``flip+refine``, ``no refine``...; ``default`` when nothing is set."""
+    """``flip``, ``refine``, ``flip+refine``, ``no refine``, ``expansion 1.6``...; ``default`` when
+    nothing is set."""
     if not options:
         return "default"
-    return "+".join(k if v is True else f"no {k}" if v is False else f"{k} first {v}"
-                    for k, v in sorted(options.items()))
+    passes = [k if v is True else f"no {k}" if v is False else f"{k} first {v}"
+              for k, v in sorted(options.items()) if k not in ZOOM_OPTIONS]
+    zoom = [f"{ZOOM_OPTIONS[k]} {options[k]:g}" for k in ZOOM_OPTIONS if options.get(k) is not None]
+    return "+".join(passes + zoom)
+
+
+def _expansion(value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = float("nan")
+    if not ratio >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a zoom-in expansion ratio >= 1, got {value!r}")
+    return ratio
+
+
+def _min_crop(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a minimum crop side in pixels (a positive integer), got {value!r}")
+    return int(value)
 
 
 def add_select_parser(subparsers) -> argparse.ArgumentParser:
@@ -184,6 +221,12 @@ def add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--refine", nargs="+", choices=("on", "off"), default=None,
                    help="Session(refine=...): a second pass on the object's box after a full-view pass. "
                         "Several: each checkpoint in each (default: the Session's default)")
+    p.add_argument("--expansion", nargs="+", type=_expansion, default=None, metavar="RATIO",
+                   help="Session(expansion_ratio=...): zoom-in crop side over the object's box side. Several: "
+                        "each checkpoint in each (default: the Session's, 1.4)")
+    p.add_argument("--min-crop", nargs="+", type=_min_crop, default=None, metavar="PIXELS",
+                   help="Session(min_crop_size=...): smallest zoom-in crop side in image pixels. Several: each "
+                        "checkpoint in each (default: the Session's, 200)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/select"),
                    help="folder for the cache, scores.json and table.md (default: %(default)s)")
     p.set_defaults(func=_cmd_select)
@@ -203,8 +246,10 @@ def _cmd_select(args) -> int:
     cache_dir.mkdir(exist_ok=True)
     list_tag = hashlib.sha256("\n".join(o.key for o in objects).encode()).hexdigest()[:12]
     scores = []
-    variants = [{k: v for k, v in (("flip", flip), ("refine", refine)) if v is not None}
-                for flip in _switch(args.flip) for refine in _switch(args.refine)]
+    variants = [{k: v for k, v in (("flip", flip), ("refine", refine), ("expansion_ratio", expansion),
+                                   ("min_crop_size", min_crop)) if v is not None}
+                for flip in _switch(args.flip) for refine in _switch(args.refine)
+                for expansion in (args.expansion or [None]) for min_crop in (args.min_crop or [None])]
     runs = [(size, precision, options, ckpt) for size in (args.size or [None]) for precision in args.precision
             for options in variants for ckpt in args.checkpoints]
     for size, precision, options, ckpt in runs:
@@ -216,7 +261,8 @@ def _cmd_select(args) -> int:
         else:
             score = score_checkpoint(ckpt, objects, size, args.threads, args.max_clicks, int8=int8,
                                      data_root=args.data_root, val_list=args.val_list, session_options=options)
-            score["session_options"] = resolve_passes(options)
+            score["session_options"] = {**resolve_passes(options),
+                                        **{k: options[k] for k in ZOOM_OPTIONS if k in options}}
             cache.write_text(json.dumps(score) + "\n")
         score["checkpoint"] = str(ckpt)
         scores.append(score)

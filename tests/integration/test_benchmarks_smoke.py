@@ -80,6 +80,28 @@ def test_select_scores_session_variants_side_by_side(tmp_path):
     assert json.loads((tmp_path / "scores.json").read_text())[0]["noc90"] == scores[1]["noc90"]
 
 
+def test_select_scores_zoom_in_variants_and_refuses_bad_ones(tmp_path, capsys):
+    from clickmask.cli import main
+
+    checkpoint = pathlib.Path("export/checkpoints/clickmask-lite0.pt")
+    assert main(["select", str(checkpoint), "--expansion", "1.4", "3.0", "--min-crop", "200", "--flip", "off",
+                 "--refine", "off", "--limit", "2", "--out", str(tmp_path)]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert [s["session_options"]["expansion_ratio"] for s in scores] == [1.4, 3.0]
+    table = (tmp_path / "table.md").read_text()
+    assert "expansion 1.4+min crop 200 |" in table and "expansion 3+min crop 200 |" in table
+    # 1.4 and 200 are the Session's defaults: that variant shares its cache entry with a plain score
+    assert main(["select", str(checkpoint), "--flip", "off", "--refine", "off", "--limit", "2",
+                 "--out", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert json.loads((tmp_path / "scores.json").read_text())[0]["noc90"] == scores[0]["noc90"]
+    for bad in (["--expansion", "0.8"], ["--min-crop", "0"], ["--min-crop", "big"]):
+        with pytest.raises(SystemExit):
+            main(["select", str(checkpoint), *bad, "--limit", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "expansion ratio >= 1, got '0.8'" in err and "positive integer), got 'big'" in err
+
+
 def test_passes_benchmark_prints_every_variant_with_its_calls(capsys):
     from clickmask.benchmarks.passes import main
 
