@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("clickmask.benchmarks.eval_cli", "add_eval_parser"),
         ("clickmask.export.cli", "add_export_parser"),
         ("clickmask.export.cli", "add_train_parser"),
+        ("clickmask.export.cli", "add_average_parser"),
         ("clickmask.export.select", "add_select_parser"),
         ("clickmask.benchmarks.loadtest", "add_loadtest_parser"),
         ("clickmask.quality.sim", "add_quality_parser"),

@@ -97,14 +97,59 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise CheckpointError(f"{path}: config names network {name!r}; known networks: {sorted(NETWORKS)}")
     if network is not None and network != name:
         raise CheckpointError(f"{path}: the checkpoint holds {name}, not {network}")
-    kwargs = dict(config.get("network_kwargs") or {})
-    if "pretrained_encoder" in inspect.signature(NETWORKS[name]).parameters:
-        kwargs["pretrained_encoder"] = False  # every weight comes from the checkpoint
+    kwargs = {**dict(config.get("network_kwargs") or {}), **_no_pretrained(name)}  # every weight is in the file
     net = build_network(name, **kwargs)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     net.load_state_dict(state, strict=True)
     net.to(map_location).eval()
     return net, config
+
+
+def average_checkpoints(paths: list[str | Path], output: str | Path, weights: list[float] | None = None, *,
+                        half: bool = True) -> Path:
+    """Write the weighted mean of clickmask checkpoints of one network to ``output`` (a
+    "model soup": snapshots of one fine-tuning run, or a run and its start).
+
+    Floating-point tensors (weights and BatchNorm statistics) are averaged in float32; integer
+    ones (``num_batches_tracked``) are taken from the first file. Every file must hold the same
+    network with the same tensors. ``weights`` (default: equal) are normalised to sum to 1.
+    The config is the first file's, with ``averaged_from`` and ``average_weights`` added.
+    """
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths):
+        raise CheckpointError(f"{len(weights)} weights for {len(paths)} checkpoints: give one weight per checkpoint")
+    if any(not w >= 0 for w in weights) or sum(weights) <= 0:
+        raise CheckpointError(f"weights must be >= 0 with a positive sum, got {weights}")
+    weights = [w / sum(weights) for w in weights]
+    first = read_checkpoint(paths[0])
+    config = dict(first["config"])
+    if is_ritm_checkpoint(first) or config.get("network") not in NETWORKS:
+        raise CheckpointError(f"{paths[0]}: only clickmask checkpoints can be averaged")
+    mean = {k: (v.float() * weights[0] if v.is_floating_point() else v.clone()) for k, v in first["state_dict"].items()}
+    for path, weight in zip(paths[1:], weights[1:]):
+        ckpt = read_checkpoint(path)
+        other, state = ckpt["config"].get("network"), ckpt["state_dict"]
+        if other != config["network"]:
+            raise CheckpointError(f"{path} holds {other}, {paths[0]} holds {config['network']}: average one network")
+        if set(state) != set(mean):
+            diff = sorted(set(state) ^ set(mean))[:3]
+            raise CheckpointError(f"{path} and {paths[0]} hold different tensors (e.g. {diff})")
+        for key, value in state.items():
+            if value.shape != mean[key].shape:
+                raise CheckpointError(f"{path}: {key} is {tuple(value.shape)}, {tuple(mean[key].shape)} in {paths[0]}")
+            if value.is_floating_point():
+                mean[key] += value.float() * weight
+    config.update(averaged_from=[str(p) for p in paths], average_weights=[round(w, 6) for w in weights], step=None)
+    net = build_network(config["network"], **{**dict(config.get("network_kwargs") or {}),
+                                              **_no_pretrained(config["network"])})
+    net.load_state_dict(mean, strict=True)
+    return save_checkpoint(output, net, config, half=half)
+
+
+def _no_pretrained(name: str) -> dict[str, bool]:
+    return {"pretrained_encoder": False} if "pretrained_encoder" in inspect.signature(NETWORKS[name]).parameters else {}
 
 
 def load_ritm_checkpoint(path: str | Path, network: str | None = None,

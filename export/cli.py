@@ -272,6 +272,33 @@ def _cmd_export_repository(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------- average
+def add_average_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "average", help="average the weights of checkpoints of one network (a model soup)",
+        description="Write the weighted mean of clickmask checkpoints (snapshots of one fine-tuning run, or a run "
+                    "and its start) as a new checkpoint; score it like any other with 'clickmask select'.")
+    p.add_argument("checkpoints", nargs="+", type=Path, help="two or more checkpoints of the same network")
+    p.add_argument("--output", "-o", type=Path, required=True, help="the averaged checkpoint to write")
+    p.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="one weight per checkpoint, normalised to sum to 1 (default: equal)")
+    p.add_argument("--float32", action="store_true", help="store float32 tensors (default: float16, half the size)")
+    p.set_defaults(func=_cmd_average)
+    return p
+
+
+def _cmd_average(args) -> int:
+    from .checkpoint import CheckpointError, average_checkpoints
+
+    try:
+        path = average_checkpoints(args.checkpoints, args.output, args.weights, half=not args.float32)
+    except CheckpointError as exc:
+        print(f"clickmask average: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: the mean of {len(args.checkpoints)} checkpoints")
+    return 0
+
+
 # ----------------------------------------------------------------------------------- train
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``train``: one option per :class:`TrainConfig` field, plus ``--resume``."""
