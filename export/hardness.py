@@ -67,7 +67,10 @@ def score_objects(checkpoint: Path | str, objects: Sequence[ObjectRef], size: in
             onnx_path = Path(tmp) / "model.onnx"
             export_onnx(net, onnx_path, size=size, check=False)
             predictor = LocalPredictor(onnx_path, threads=threads)
-            runs = evaluate(predictor, todo, max_clicks=clicks, progress=progress, desc="hardness")
+            # the network's own answer (fast passes), whatever CLICKMASK_PASSES says: the cache key
+            # does not hold the passes
+            runs = evaluate(predictor, todo, max_clicks=clicks, progress=progress, desc="hardness",
+                            flip=False, refine=False)
         known.update({o.key: round(float(r.iou_at(clicks)), 5) for o, r in zip(todo, runs)})
         if cache is not None:
             cache.write_text(json.dumps({"checkpoint": str(checkpoint), "size": size, "clicks": clicks,

@@ -97,7 +97,9 @@ def record_inputs(onnx_path: pathlib.Path, objects: Sequence[ObjectRef], count: 
         if len(recorder.inputs) >= count:
             break
         image, gt, ignore = load_object(obj)
-        run = ProtocolRun(recorder.session(image), gt, ignore, max_clicks=clicks_per_session)
+        # fast passes whatever CLICKMASK_PASSES says: the same calibration inputs in every environment
+        run = ProtocolRun(recorder.session(image, flip=False, refine=False), gt, ignore,
+                          max_clicks=clicks_per_session)
         run.run()
     if len(recorder.inputs) < count:
         raise QuantizationError(f"only {len(recorder.inputs)} inputs from {len(objects)} objects; need {count}")

@@ -468,7 +468,7 @@ def compare_on_images(reference, candidate, samples: Iterable[tuple[str, np.ndar
     results = []
     for sample_id, image, gt, ignore in samples:
         tee = _Tee(reference, candidate)
-        session = Session(tee, image)
+        session = Session(tee, image, flip=False, refine=False)  # one model call a click: the file's parity
         run = ProtocolRun(session, gt, ignore, max_clicks=clicks_per_image)
         ious, diff = [], 0
         while not run.done:

@@ -30,6 +30,16 @@ def grabcut_dir(datasets_dir) -> pathlib.Path:
     return datasets_dir / "GrabCut"
 
 
+@pytest.fixture
+def fast_passes(monkeypatch):
+    """Sessions made without ``flip``/``refine`` run fast passes (one model call a click),
+    whatever the default: for tests about what one call sends and returns. The passes
+    themselves are tested in tests/unit/test_client_session_passes.py."""
+    from clickmask.client.session import PASSES_ENV
+
+    monkeypatch.setenv(PASSES_ENV, "fast")
+
+
 class CountingPredictor:
     """The real in-process model, counting the inferences it runs."""
 

@@ -20,6 +20,8 @@ from clickmask.client import (
 from ..conftest import free_port
 from .test_client_session import SIZE, AsyncFakeNetwork, FakeNetwork, make_image
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 H, W = 240, 320
 
 

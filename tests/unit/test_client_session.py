@@ -22,6 +22,8 @@ from clickmask.client import (
     zoom_in_box,
 )
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 SIZE = 64
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from clickmask.client import InvalidInputError, Session
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 S = 64
 
 

@@ -12,6 +12,8 @@ from clickmask.client.session import REFINE_MIN_GAIN, AsyncSession
 
 from .test_client_session import SIZE, AsyncFakeNetwork, FakeNetwork, make_image
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 
 class LeftHeavyNetwork:
     """Not mirror-symmetric: probability falls from 1 at the left edge of the content to 0 at its

@@ -25,6 +25,8 @@ from ..conftest import DATASETS, REPO_ROOT, CountingPredictor, free_port  # noqa
 nuclio_test = pytest.importorskip("nuclio_sdk.test", reason="nuclio-sdk is not installed (it is in the dev extra)")
 import nuclio_sdk  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 FUNCTION_DIR = REPO_ROOT / "deploy" / "cvat"
 SAMPLE = "apple04_000000562059"  # COCO_MVal (a training set)
 

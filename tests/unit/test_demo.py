@@ -25,6 +25,8 @@ from clickmask.web.session_cache import SessionCache
 
 from ..conftest import free_port, runs_to_mask
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 ONNX = pathlib.Path(DEFAULT_MODEL_REPOSITORY) / "clickmask" / "1" / "model.onnx"
 CUP = (250, 160)  # the coffee cup in samples/coffee.jpg (600x400)
 SAUCER = (250, 320)  # the saucer below it: a negative click there takes the saucer out

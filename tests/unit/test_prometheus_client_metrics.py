@@ -18,6 +18,8 @@ from clickmask.client.metrics import CLICK_BUCKETS_S, ClientMetrics
 from ..conftest import free_port
 from .test_client_grpc import SIZE, FakeAioTriton, FakeTriton, sample_inputs, server_error
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 MODEL = {"model": "clickmask"}
 REQUEST_BYTES = (3 + 2 + 1) * SIZE * SIZE  # image + clicks + prev_mask, uint8
 RESPONSE_BYTES = SIZE * SIZE
