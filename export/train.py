@@ -291,6 +291,49 @@ def iterative_clicks(net: torch.nn.Module, image: torch.Tensor, batch: Batch, ro
     return _click_maps(clicks, size).to(device), prev
 
 
+def mirror_content(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, C, S, S] with each sample's real-image columns (``valid`` [B, S, S]) flipped
+    left-right and the padding left in place: the training twin of the Session's flip pass."""
+    out = x.clone()
+    cols = valid.any(dim=1)  # [B, S]
+    for i in range(x.shape[0]):
+        idx = torch.nonzero(cols[i]).flatten()
+        if idx.numel():
+            c0, c1 = int(idx[0]), int(idx[-1]) + 1
+            out[i, :, :, c0:c1] = x[i, :, :, c0:c1].flip(-1)
+    return out
+
+
+def teacher_target(teacher: torch.nn.Module, image: torch.Tensor, click_maps: torch.Tensor, prev: torch.Tensor,
+                   valid: torch.Tensor, flip: bool) -> torch.Tensor:
+    """The frozen teacher's probability for the training inputs; with ``flip`` the mean of its
+    answer and its mirrored answer to the mirrored inputs (what ``Session(flip=True)`` serves)."""
+    with torch.no_grad():
+        prob = torch.sigmoid(teacher(image, click_maps, prev)["instances"])
+        if flip:
+            mirrored = teacher(mirror_content(image, valid), mirror_content(click_maps, valid),
+                               mirror_content(prev, valid))["instances"]
+            prob = 0.5 * (prob + mirror_content(torch.sigmoid(mirrored), valid))
+    return prob
+
+
+def distill_loss(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of the student's logits to the teacher's probability over the pixels the main
+    loss counts (not padding, not ignored)."""
+    valid = (labels != IGNORE_LABEL).to(logits.dtype)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid
+    return (loss.sum(dim=(1, 2, 3)) / valid.sum(dim=(1, 2, 3)).clamp_min(1.0)).mean()
+
+
+def load_teacher(path: str, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    teacher, config = load_checkpoint(path, map_location=device)
+    if config.get("network") != cfg.network:
+        log.info("distilling %s (%s) into %s", path, config.get("network"), cfg.network)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
 # ------------------------------------------------------------------------------ validation
 @dataclass(frozen=True)
 class ValResult:
@@ -415,6 +458,9 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     groups = _param_groups(net, cfg)
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     criterion = RITMLoss(cfg.nfl_alpha, cfg.nfl_gamma, cfg.aux_weight)
+    teacher = load_teacher(cfg.distill_from, cfg, device) if cfg.distill_from else None
+    if teacher is not None:
+        log.info("distillation from %s (weight %g, flip %s)", cfg.distill_from, cfg.distill_weight, cfg.distill_flip)
 
     step, best_noc90, best_step = 0, None, None
     if cfg.init_from and not resume:
@@ -457,7 +503,13 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
             factor = lr_factor(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor * group["lr_mult"]
-            losses = criterion(net(image, click_maps, prev), labels)
+            outputs = net(image, click_maps, prev)
+            losses = criterion(outputs, labels)
+            if teacher is not None:
+                valid = torch.from_numpy(np.stack([s.valid for s in batch.samples])).to(device)
+                target = teacher_target(teacher, image, click_maps, prev, valid, cfg.distill_flip)
+                losses["distill"] = distill_loss(outputs["instances"], target, labels)
+                losses["loss"] = losses["loss"] + cfg.distill_weight * losses["distill"]
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
@@ -469,6 +521,7 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
             if step % cfg.log_every == 0 or step == 1:
                 record = {"step": step, "loss": loss, "loss_ema": loss_ema, "nfl": float(losses["nfl"]),
                           "aux_bce": float(losses["aux_bce"]), "lr": cfg.lr * factor, "rounds": rounds,
+                          **({"distill": float(losses["distill"].detach())} if "distill" in losses else {}),
                           "seconds_per_step": time.perf_counter() - t0}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()

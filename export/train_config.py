@@ -74,6 +74,13 @@ class TrainConfig:
     hard_mix: float = _opt(0.5, "hard-object sampling: share of the draws within a set made in proportion to "
                                 "1 - IoU (the rest uniform)")
     hard_clicks: int = _opt(1, "hard-object sampling: protocol clicks before the IoU that scores an object")
+    distill_from: str = _opt("", "distillation: a frozen teacher checkpoint whose probability on every training "
+                                 "input (with distill_flip, averaged with its mirrored answer, as Session(flip=True) "
+                                 "does) is a second, soft target; '': off")
+    distill_weight: float = _opt(1.0, "distillation: weight of the BCE to the teacher's probability (added to the "
+                                      "loss on the ground truth)")
+    distill_flip: bool = _opt(True, "distillation: average the teacher's answer with its answer to the mirrored "
+                                    "input (test-time flip averaging, distilled into one pass)")
     # validation and checkpoints
     val_samples: int = _opt(40, "validation samples for NoC@90 (fixed subset)")
     val_max_clicks: int = _opt(20, "max clicks in validation")
