@@ -31,7 +31,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads in-process (0: its default)")
     p.add_argument("--passes", choices=("fast", "accurate"), default=None,
                    help="fast: one model call a click; accurate: --flip --refine (fewer clicks, about twice "
-                        "the compute). Default: $CLICKMASK_PASSES, else fast; --flip/--refine override it")
+                        "the compute). Default: $CLICKMASK_PASSES, else accurate; --flip/--refine override it")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="Session(flip=...): average every answer with the mirrored request's "
                         "(default: the Session's default)")

@@ -44,15 +44,16 @@ DEFAULT_MAX_UNDO = 200
 
 PASSES_ENV = "CLICKMASK_PASSES"
 """Environment variable that picks the passes of sessions made without ``flip``/``refine``:
-``fast`` (the default: one model call a click) or ``accurate`` (``flip=True, refine=True``:
-fewer clicks, about twice the compute). One switch for every program that makes sessions
-(eval, the demo, the Label Studio and CVAT adapters, Locust)."""
+``accurate`` (the default: ``flip=True, refine=True``, fewer clicks for about twice the compute
+of a click) or ``fast`` (one model call a click: about twice the annotators per CPU server).
+One switch for every program that makes sessions (eval, the demo, the Label Studio and CVAT
+adapters, Locust)."""
 PASSES = {"fast": {"flip": False, "refine": False}, "accurate": {"flip": True, "refine": True}}
-DEFAULT_PASSES = "fast"
+DEFAULT_PASSES = "accurate"
 
 
 def default_passes() -> dict[str, bool]:
-    """The passes ``CLICKMASK_PASSES`` asks for (``fast`` when it is not set)."""
+    """The passes ``CLICKMASK_PASSES`` asks for (``accurate`` when it is not set)."""
     name = os.environ.get(PASSES_ENV, "").strip().lower() or DEFAULT_PASSES
     if name not in PASSES:
         raise InvalidInputError(f"{PASSES_ENV}={name!r} is not one of {', '.join(PASSES)}; unset it for "
@@ -502,8 +503,8 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
-        flip, refine: None (default) takes both from ``CLICKMASK_PASSES`` (``fast``: off;
-            ``accurate``: on), see :data:`PASSES_ENV`.
+        flip, refine: None (default) takes both from ``CLICKMASK_PASSES`` (``accurate``, the
+            default: on; ``fast``: off), see :data:`PASSES_ENV`.
         flip: also run the request mirrored left-right and average the two answers
             (test-time flip averaging: two model calls a pass). True: every click; an int N:
             the first N clicks only (where the mask is coarsest), so it costs little on average.

@@ -26,6 +26,7 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
     local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "local")
     served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url], tmp_path, "served")
+    assert local["session"] == served["session"] == {"flip": True, "refine": True}  # the default: accurate
     assert KEYS <= set(local) and KEYS <= set(served)
     assert local["num_samples"] == served["num_samples"] == 3
     assert len(local["miou_curve"]) == 4
@@ -36,17 +37,17 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     assert len((tmp_path / "local.csv").read_text().splitlines()) == 4
 
 
-def test_flip_and_refine_agree_in_process_and_through_the_server(grpc_url, grabcut_dir, tmp_path):
-    """The extra passes live in the client Session, so the server answers them like any request
-    (the flip pair goes as one batch of two)."""
+def test_fast_passes_agree_in_process_and_through_the_server(grpc_url, grabcut_dir, tmp_path):
+    """The passes live in the client Session, so the server answers either kind like any request
+    (the default's flip pair goes as one batch of two); ``--passes fast`` is one call a click."""
     onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
-    options = ["--flip", "--refine"]
+    options = ["--passes", "fast"]
     local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2", *options], tmp_path, "l")
     served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url, *options], tmp_path, "s")
-    assert local["session"] == served["session"] == {"flip": True, "refine": True}
+    assert local["session"] == served["session"] == {"flip": False, "refine": False}
     for key in ("noc85", "noc90", "noc95", "failures90"):
         assert local[key] == served[key], key
     assert max(abs(a - b) for a, b in zip(local["miou_curve"], served["miou_curve"])) < 1e-3
-    plain = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "p")
-    assert plain["session"] == {"flip": False, "refine": False}
-    assert plain["miou_curve"] != local["miou_curve"]  # the passes change the answers
+    default = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "p")
+    assert default["session"] == {"flip": True, "refine": True}
+    assert default["miou_curve"] != local["miou_curve"]  # the passes change the answers
