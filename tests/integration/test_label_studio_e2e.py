@@ -215,7 +215,10 @@ def test_interactive_annotating_through_label_studio(label_studio, backend, samp
             nx, ny = float(xs.min() + 3), float(ys[np.argmin(xs)])
         answer = annotate(task["id"], [keypoint(click.x, click.y), keypoint(nx, ny, positive=False)])
         mask2 = _decode(answer["data"]["result"][0]["value"]["rle"], h, w)
-        assert mask2.sum() < mask1.sum(), "the negative click removed no area"
+        # around the negative click the mask must shrink (elsewhere it may grow a little: the
+        # session's passes re-predict the whole object)
+        near = cv2.circle(np.zeros((h, w), np.uint8), (int(nx), int(ny)), 20, 1, -1).astype(bool)
+        assert (mask2 & near).sum() < (mask1 & near).sum(), "the negative click removed no area around it"
         assert not mask2[int(ny), int(nx)]
         assert inferences() - before == 2, "Label Studio re-sends every point: the second click must cost one inference"
 

@@ -138,10 +138,12 @@ def prometheus(triton, client_metrics, tmp_path_factory) -> PrometheusAPI:
 
 
 def _annotate(grpc_url, metrics, image, raw_mask) -> list[float]:
-    """One annotator: a session of CLICKS_PER_SESSION standard-protocol clicks; their latencies."""
+    """One annotator: a session of CLICKS_PER_SESSION standard-protocol clicks; their latencies.
+    Fast passes, so a click is exactly one request of one image and Triton's counters can be
+    checked against the clicks (the default's flip pair is one request of two images)."""
     gt, ignore = load_gt(raw_mask)
     with Client(grpc_url, metrics=metrics) as client:
-        session = client.session(image)
+        session = client.session(image, flip=False, refine=False)
         pred = np.zeros(gt.shape, bool)
         for _ in range(CLICKS_PER_SESSION):
             click = next_click(gt, pred, ignore, previous=session.clicks) or session.clicks[-1]

@@ -29,6 +29,8 @@ from clickmask.web.label_studio import (  # noqa: E402
 )
 from clickmask.web.session_cache import SessionCache  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fast_passes")  # one model call a click (see conftest)
+
 from ..conftest import DATASETS, CountingPredictor, free_port  # noqa: E402
 
 SAMPLE = "apple04_000000562059"  # COCO_MVal (a training set), one apple, 427x640
