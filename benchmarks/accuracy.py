@@ -56,8 +56,9 @@ def plot_curves(summaries: Sequence[dict], path: pathlib.Path, title: str = "mea
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for summary in summaries:
         curve = summary["miou_curve"]
-        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3,
-                label=f"{summary['dataset']} (NoC@90 {summary['noc90']:.2f})")
+        name = summary.get("label", summary["dataset"])
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, linestyle=summary.get("linestyle", "-"),
+                label=f"{name} (NoC@90 {summary['noc90']:.2f})")
     ax.axhline(0.9, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("clicks")
     ax.set_ylabel("mean IoU")

@@ -62,3 +62,29 @@ def test_accuracy_table_puts_our_row_beside_the_published_ones(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "**3.50**" in text and "**5.25**" in text and "1.68" in text and "2.60" in text
     assert (tmp_path / "summary.png").stat().st_size > 1000
+
+
+def test_accuracy_table_also_puts_a_second_setting_beside_ours(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from clickmask.benchmarks.accuracy_table import main
+
+    def write(tag, nocs):
+        paths = []
+        for name, noc in zip(("GrabCut", "Berkeley"), nocs):
+            summary = summarize([_result([0.5, 0.95, 0.95])], name, 3)
+            summary["noc90"] = noc
+            paths.append(tmp_path / f"{tag}-{name}.json")
+            paths[-1].write_text(json.dumps(summary))
+        return [str(p) for p in paths]
+
+    accurate, fast = write("a", (3.25, 6.0)), write("f", (3.75, 6.5))
+    assert main([*accurate, "--model-name", "accurate", "--also", "fast", *fast, "--out", str(tmp_path / "s")]) == 0
+    rows = {line.split(" | ")[0]: line for line in (tmp_path / "s.md").read_text().splitlines()}
+    assert "**3.25**" in rows["| accurate"] and "**6.50**" in rows["| fast"]
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):  # datasets in another order
+        main([*accurate, "--also", "fast", fast[1], fast[0], "--out", str(tmp_path / "t")])
+    assert "expected ['GrabCut', 'Berkeley']" in capsys.readouterr().err
