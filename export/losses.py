@@ -48,11 +48,14 @@ class NormalizedFocalLoss(nn.Module):
 
 
 class SigmoidBCELoss(nn.Module):
-    """Per-sample mean binary cross-entropy over valid pixels."""
+    """Per-sample mean binary cross-entropy over valid pixels; against ``labels`` (object or not),
+    or against a soft ``target`` in [0, 1] (a teacher's probability) on the pixels ``labels``
+    marks valid."""
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         valid = (labels != IGNORE_LABEL).to(logits.dtype)
-        target = (labels > 0.5).to(logits.dtype)
+        if target is None:
+            target = (labels > 0.5).to(logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid
         dims = tuple(range(1, logits.dim()))
         return loss.sum(dim=dims) / valid.sum(dim=dims).clamp_min(1.0)

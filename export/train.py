@@ -58,7 +58,7 @@ from .data import (
     sample_initial_clicks,
     split_objects,
 )
-from .losses import IGNORE_LABEL, RITMLoss
+from .losses import IGNORE_LABEL, RITMLoss, SigmoidBCELoss
 from .networks import NETWORKS, build_network
 from .torch_predictor import TorchPredictor
 from .train_config import TrainConfig
@@ -320,15 +320,12 @@ def teacher_target(teacher: torch.nn.Module, image: torch.Tensor, click_maps: to
 def distill_loss(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean BCE of the student's logits to the teacher's probability over the pixels the main
     loss counts (not padding, not ignored)."""
-    valid = (labels != IGNORE_LABEL).to(logits.dtype)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid
-    return (loss.sum(dim=(1, 2, 3)) / valid.sum(dim=(1, 2, 3)).clamp_min(1.0)).mean()
+    return SigmoidBCELoss()(logits, labels, target).mean()
 
 
-def load_teacher(path: str, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    teacher, config = load_checkpoint(path, map_location=device)
-    if config.get("network") != cfg.network:
-        log.info("distilling %s (%s) into %s", path, config.get("network"), cfg.network)
+def load_teacher(path: str, device: torch.device) -> torch.nn.Module:
+    """The frozen teacher (eval mode, no gradients)."""
+    teacher, _ = load_checkpoint(path, map_location=device)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
@@ -458,7 +455,7 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
     groups = _param_groups(net, cfg)
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     criterion = RITMLoss(cfg.nfl_alpha, cfg.nfl_gamma, cfg.aux_weight)
-    teacher = load_teacher(cfg.distill_from, cfg, device) if cfg.distill_from else None
+    teacher = load_teacher(cfg.distill_from, device) if cfg.distill_from else None
     if teacher is not None:
         log.info("distillation from %s (weight %g, flip %s)", cfg.distill_from, cfg.distill_weight, cfg.distill_flip)
 
