@@ -215,6 +215,7 @@ def augment(image: np.ndarray, gt: np.ndarray, ignore: np.ndarray, cfg: AugmentC
 class ClickSamplerConfig:
     max_pos: int = 3
     max_neg: int = 2
+    min_neg: int = 0  # at least this many negatives (part objects: a positive alone means the whole object)
     first_click_standard_prob: float = 0.3  # first positive = the evaluation protocol's first click
     border_fraction: float = 0.3  # positives keep at least this share of the max inner distance
     neg_band_px: tuple[float, float] = (6.0, 40.0)  # negatives this far from the object
@@ -251,7 +252,7 @@ def _pick(candidates: np.ndarray, n: int, chosen: list[tuple[int, int]], sep: fl
 def sample_initial_clicks(gt: np.ndarray, valid: np.ndarray, cfg: ClickSamplerConfig,
                           rng: np.random.Generator, ignore: np.ndarray | None = None) -> list[Click]:
     """RITM's multi-point idea, simplified: 1..max_pos positives inside the object away from its
-    border, then 0..max_neg negatives outside it, near the object, inside ``valid`` pixels.
+    border, then min_neg..max_neg negatives outside it, near the object, inside ``valid`` pixels.
 
     Returns clicks in crop pixel coordinates (``x`` column, ``y`` row), positives first.
     """
@@ -269,7 +270,7 @@ def sample_initial_clicks(gt: np.ndarray, valid: np.ndarray, cfg: ClickSamplerCo
         for r, c in _pick(deep, n_pos - len(clicks), chosen, cfg.min_separation_px, rng):
             clicks.append(Click(x=float(c), y=float(r), positive=True))
             chosen.append((r, c))
-    n_neg = _count(cfg.max_neg, 0, rng)
+    n_neg = _count(max(cfg.max_neg, cfg.min_neg), cfg.min_neg, rng)
     if n_neg:
         outer = _inner_distance(~gt)
         near, far = cfg.neg_band_px

@@ -28,7 +28,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +171,22 @@ def hard_sampling(cfg: TrainConfig, train_objs: list[ObjectRef], sets, out: Path
     return sets[0], sets[1], within
 
 
+def part_set_names(cfg: TrainConfig) -> frozenset[str]:
+    """The sets named by ``cfg.part_sets``; each must be one of ``cfg.train_sets``."""
+    names = frozenset(n.strip() for n in cfg.part_sets.split(",") if n.strip())
+    unknown = sorted(names - set(cfg.train_sets))
+    if unknown:
+        raise ValueError(f"--part-sets names {unknown}, which are not among --train-sets {list(cfg.train_sets)}")
+    return names
+
+
 def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Generator, sets=None,
                backgrounds: list[Path] | None = None) -> Batch:
     aug = AugmentConfig(crop_size=cfg.crop_size, view_size=cfg.input_size, scale_min=cfg.scale_min, scale_max=cfg.scale_max,
                         color_jitter=cfg.color_jitter, flip=cfg.flip)
     clicker_cfg = ClickSamplerConfig(max_pos=cfg.max_pos_clicks, max_neg=cfg.max_neg_clicks)
+    part_clicker_cfg = replace(clicker_cfg, min_neg=1)
+    part_sets = part_set_names(cfg)
     samples, clicks = [], []
     attempts = 0
     while len(samples) < cfg.batch_size:
@@ -190,7 +201,8 @@ def make_batch(objects: list[ObjectRef], cfg: TrainConfig, rng: np.random.Genera
         sample = augment(image, gt, ignore, aug, rng)
         if sample is None:
             continue
-        sample_clicks = sample_initial_clicks(sample.gt, sample.valid, clicker_cfg, rng, sample.ignore)
+        sampler = part_clicker_cfg if obj.dataset in part_sets else clicker_cfg
+        sample_clicks = sample_initial_clicks(sample.gt, sample.valid, sampler, rng, sample.ignore)
         if not any(c.positive for c in sample_clicks):
             continue
         samples.append(sample)
@@ -442,6 +454,8 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
 
     train_objs, val_objs = load_split(cfg)
     sets = parse_set_weights(cfg.set_weights, train_objs)
+    if part_set_names(cfg):
+        log.info("part sets (always a negative click next to the object): %s", ", ".join(sorted(part_set_names(cfg))))
     if cfg.hard_from:
         sets = hard_sampling(cfg, train_objs, sets, out, progress)
     log.info("training on %d objects from %s; validating on %d held-out objects; device %s",

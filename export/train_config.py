@@ -58,6 +58,10 @@ class TrainConfig:
     # clicks
     max_pos_clicks: int = _opt(3, "initial positive clicks: 1..max")
     max_neg_clicks: int = _opt(2, "initial negative clicks: 0..max")
+    part_sets: str = _opt("", "comma-separated training sets whose objects are parts of a larger object (CCP's garments, "
+                              "MSRC's body and face): their samples always carry at least one negative click "
+                              "next to the object, so that one positive click alone keeps meaning 'the whole "
+                              "object' ('': none)")
     max_extra_rounds: int = _opt(3, "iterative training: 0..max extra no-grad click rounds")
     prev_mask_drop: float = _opt(0.0, "probability of zeroing prev_mask on the first round (always zero without rounds)")
     # augmentation

@@ -140,3 +140,50 @@ def test_copy_paste_batches_need_the_backgrounds_set(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="copy-paste needs the BSDS500_backgrounds set"):
         list_backgrounds(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_min_neg_always_gives_a_negative_click_in_the_band(seed):
+    gt = _disk(96, 96, 48, 48, 16)
+    cfg = ClickSamplerConfig(max_pos=3, max_neg=2, min_neg=1)
+    clicks = sample_initial_clicks(gt, np.ones_like(gt), cfg, np.random.default_rng(seed))
+    neg = [c for c in clicks if not c.positive]
+    assert 1 <= len(neg) <= 2
+    outer = _inner(~gt)
+    assert all(cfg.neg_band_px[0] <= outer[c.row, c.col] <= cfg.neg_band_px[1] for c in neg)
+
+
+def _two_set_root(tmp_path):
+    from .synthetic import write_disc_dataset
+
+    root = write_disc_dataset(tmp_path / "a", count=4, height=96, width=96, seed=0)
+    write_disc_dataset(tmp_path / "b", count=4, height=96, width=96, seed=1)
+    (tmp_path / "b" / "Synthetic").rename(root / "Parts")
+    return root
+
+
+def test_part_set_samples_always_carry_a_negative_click_and_whole_object_sets_may_not(tmp_path):
+    from clickmask.export.train import make_batch
+    from clickmask.export.train_config import TrainConfig
+
+    root = _two_set_root(tmp_path)
+    whole_objs, part_objs = discover_objects(root, "Synthetic"), discover_objects(root, "Parts")
+    parts_cfg = TrainConfig(data_root=str(root), train_sets=("Synthetic", "Parts"), part_sets="Parts",
+                            crop_size=64, input_size=64, batch_size=8, max_neg_clicks=2)
+    positive_only = 0
+    for step in range(4):
+        parts = make_batch(part_objs, parts_cfg, np.random.default_rng(step))
+        whole = make_batch(whole_objs, parts_cfg, np.random.default_rng(step))
+        assert all(any(not c.positive for c in clicks) for clicks in parts.clicks)
+        positive_only += sum(all(c.positive for c in clicks) for clicks in whole.clicks)
+    assert positive_only > 0  # the sets not named keep drawing positive-only inputs
+
+
+def test_part_sets_must_be_training_sets():
+    from clickmask.export.train import part_set_names
+    from clickmask.export.train_config import TrainConfig
+
+    cfg = TrainConfig(train_sets=("COCO_MVal", "CCP"), part_sets="CCP, MSRC")
+    with pytest.raises(ValueError, match=r"--part-sets names \['MSRC'\], which are not among --train-sets"):
+        part_set_names(cfg)
+    assert part_set_names(cfg.replace(part_sets="CCP")) == frozenset({"CCP"})
