@@ -454,8 +454,9 @@ def train(overrides: dict[str, Any] | None = None, resume: bool = False, progres
 
     train_objs, val_objs = load_split(cfg)
     sets = parse_set_weights(cfg.set_weights, train_objs)
-    if part_set_names(cfg):
-        log.info("part sets (always a negative click next to the object): %s", ", ".join(sorted(part_set_names(cfg))))
+    part_sets = part_set_names(cfg)  # a wrong name fails here, before any training step
+    if part_sets:
+        log.info("part sets (always a negative click next to the object): %s", ", ".join(sorted(part_sets)))
     if cfg.hard_from:
         sets = hard_sampling(cfg, train_objs, sets, out, progress)
     log.info("training on %d objects from %s; validating on %d held-out objects; device %s",
