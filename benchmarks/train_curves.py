@@ -67,7 +67,9 @@ def plot(runs: list[pathlib.Path], select: pathlib.Path | None, out: pathlib.Pat
         labels = [_score_label(s) for s in scores]
         means = [float(np.mean(s["noc90"])) for s in scores]
         ax2.bar(range(len(scores)), means, color="tab:blue")
-        ax2.set_xticks(range(len(scores)), labels, fontsize=8)
+        # Long checkpoint labels overlap once there are more than a few bars: slant them.
+        slant = {"rotation": 30, "ha": "right"} if len(scores) > 3 else {}
+        ax2.set_xticks(range(len(scores)), labels, fontsize=8, **slant)
         ax2.set_ylabel("validation NoC@90 (205 objects)")
         for i, m in enumerate(means):
             ax2.text(i, m, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
