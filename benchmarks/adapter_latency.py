@@ -43,6 +43,7 @@ import time
 
 import cv2
 import numpy as np
+from clickmask.machine import describe as describe_cpu
 
 BUDGET_MS = 30.0
 SAMPLE = "apple04_000000562059"
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
     lines = [
         f"adapter latency, {width}x{height} ({width * height / 1e6:.2f} MP) JPEG, {len(clicks)} clicks x "
         f"{args.rounds} rounds, server {args.url}",
-        f"machine: {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}, nice {os.nice(0)}; "
+        f"machine: {platform.node()}, {describe_cpu()}, python {platform.python_version()}, nice {os.nice(0)}; "
         f"load average {os.getloadavg()[0]:.2f} at the end",
         "",
         f"{'path':<14}{'clicks':>8}{'p50 ms':>9}{'p95 ms':>9}{'added p50':>11}{'added p95':>11}",

@@ -14,6 +14,7 @@ import numpy as np
 
 from clickmask.client.clicks import Click
 from clickmask.client.encoding import CropTransform, decode_prob, encode_clicks, encode_image, encode_prev_mask
+from clickmask.machine import describe as describe_cpu
 
 BUDGET_MS = 5.0
 
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     height, width = 480, 640
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     prob = rng.random((height, width), dtype=np.float32)
+    print(f"CPU: {describe_cpu()}")
     print(f"{'operation':<28}{'S':>5}{'clicks':>8}{'median ms':>11}{'p95 ms':>9}{'p95/budget':>12}")
     for size in (320, 448):
         t = CropTransform.full(height, width, size)

@@ -7,6 +7,7 @@ import sys
 
 from clickmask.datasets import CONVENTIONS
 from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
+from clickmask.machine import describe_dict
 
 DEFAULT_ONNX = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
 
@@ -83,6 +84,7 @@ def run_eval(args: argparse.Namespace) -> int:
             close()
     summary = summarize(results, name, args.max_clicks)
     summary["session"] = resolve_passes(options)
+    summary["machine"] = describe_dict()  # figures depend on the CPU (docs/cpu.md)
     curve = summary["miou_curve"]
     print(f"{name}: {summary['num_samples']} samples  NoC@85 {summary['noc85']:.2f}  NoC@90 {summary['noc90']:.2f}  "
           f"NoC@95 {summary['noc95']:.2f}  failures@90 {summary['failures90']}  "

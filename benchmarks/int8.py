@@ -14,22 +14,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import platform
 import tempfile
 
 import numpy as np
 
 from clickmask.datasets import default_root
-
-
-def _cpu_flags() -> str:
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return " ".join(wanted) or "none of avx2/avx512/vnni"
+from clickmask.machine import describe as describe_cpu
 
 
 def main(argv=None) -> int:
@@ -76,7 +66,7 @@ def main(argv=None) -> int:
                     times[name].append((time.perf_counter() - start) * 1000)
     size = predictors["fp32"].size
     print(f"S={size}, {args.threads} ORT threads, {args.repeat} requests each, in rotating blocks of {block}; "
-          f"CPU {platform.processor() or platform.machine()}, flags: {_cpu_flags()}")
+          f"CPU {describe_cpu()}")
     base = float(np.median(times["fp32"]))
     print(f"{'model':<12}{'median ms':>11}{'p95 ms':>9}{'vs fp32':>9}  parity (mask IoU against fp32)")
     for name, samples in times.items():

@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import pathlib
 import platform
 import shutil
@@ -34,6 +33,7 @@ import numpy as np
 from clickmask.client.protocol import ProtocolRun
 from clickmask.datasets import list_objects, load_object
 from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+from clickmask.machine import describe as describe_cpu
 
 LOGGER = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def run(args) -> int:
     print("\n".join(lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+        machine = f"{describe_cpu()}, Python {platform.python_version()}"
         meta = {"machine": machine, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "args": {k: str(v) for k, v in vars(args).items() if k != "func"}}
         args.out.with_suffix(".json").write_text(json.dumps(

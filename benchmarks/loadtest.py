@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from clickmask.machine import describe as describe_cpu
 
 LOGGER = logging.getLogger(__name__)
 
@@ -238,8 +239,7 @@ class _Target:
 
 # -------------------------------------------------------------------------------- commands
 def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, " \
-           f"Python {platform.python_version()}"
+    return f"{describe_cpu()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def _single(args, url: str) -> int:

@@ -19,6 +19,7 @@ import pathlib
 import numpy as np
 
 from clickmask.datasets import default_root
+from clickmask.machine import describe as describe_cpu
 
 VARIANTS = {
     "fast": {"flip": False, "refine": False},
@@ -89,6 +90,7 @@ def main(argv=None) -> int:
             seconds[name] += [s for s in run.seconds if s > 0]
     base = float(np.mean(seconds["fast"]))
     print(f"{len(loaded)} COCO_MVal objects, {args.clicks} clicks each, {args.onnx.name}, {args.threads} threads")
+    print(f"CPU: {describe_cpu()}")
     print(f"{'passes':15s} {'median ms':>10s} {'mean ms':>8s} {'requests/click':>15s} {'vs fast':>8s}")
     for name in seconds:
         values = np.array(seconds[name]) * 1e3

@@ -28,6 +28,7 @@ import threading
 import time
 
 import numpy as np
+from clickmask.machine import describe as describe_cpu
 
 SAMPLES_DIR = pathlib.Path(__file__).resolve().parent.parent / "clickmask" / "web" / "static" / "samples"
 #: Click sequence as fractions of (width, height) and the click's sign.
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         command = "python -m clickmask.benchmarks.wire_size " + " ".join(argv if argv is not None else sys.argv[1:])
         header = (f"# gRPC bytes per click on the wire\n\nMade by `{command}` on {platform.node()} "
-                  f"({platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}): "
+                  f"({describe_cpu()}, {time.strftime('%Y-%m-%d')}): "
                   f"{len(images)} samples x 5 clicks x {args.repeat} passes per row, through a loopback proxy "
                   f"that counts the bytes above TCP (HTTP/2 frames, gRPC headers and messages).\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)

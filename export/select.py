@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from clickmask.datasets import read_object_list
+from clickmask.machine import describe as describe_cpu
 
 from clickmask.client.session import resolve_passes
 
@@ -270,6 +271,6 @@ def _cmd_select(args) -> int:
               f"{sum(score['failed90'])} of {len(objects)} never reach 90%", flush=True)
     table = comparison_table(scores, tuple(x for x in args.focus.split(",") if x))
     (args.out / "scores.json").write_text(json.dumps(scores) + "\n")
-    (args.out / "table.md").write_text(f"validation list {args.val_list} ({len(objects)} objects)\n\n{table}\n")
+    (args.out / "table.md").write_text(f"validation list {args.val_list} ({len(objects)} objects); CPU: {describe_cpu()}\n\n{table}\n")
     print(table)
     return 0

@@ -1,4 +1,9 @@
-"""``clickmask eval`` gives identical numbers in-process and through the server (same ONNX file)."""
+"""``clickmask eval`` gives identical numbers in-process and through the server (same ONNX file).
+
+Exact equality of a discrete outcome (NoC) is sound here because both sides run the same ONNX
+Runtime build on the same CPU, whose answers do not depend on the server's threads or batching
+(checked in tests/unit/test_onnxruntime_determinism.py). Against torch, or across CPUs, they
+would not be exact (tests/integration/test_validation_equals_eval.py)."""
 from __future__ import annotations
 
 import json
