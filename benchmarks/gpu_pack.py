@@ -40,7 +40,8 @@ SOURCE_SUFFIXES = (".py", ".json", ".txt", ".md")
 SKIP_DIRS = {"__pycache__", "checkpoints", "results", "static", "templates_cache"}
 RUN_SH = """#!/usr/bin/env bash
 # The GPU run from this bundle; on the device tool: bash {name}/run.sh   (carry: ["{name}"])
-# Results: $OUT/gpu (results.json, results.md, run.log, burst.pt, burst-metrics.jsonl).
+# Results: $OUT/gpu (results.json, results.md, run.log; burst.pt, burst-metrics.jsonl with --steps ... train).
+# The measurements take at most 240 s; the training burst is a separate call: bash {name}/run.sh --steps train
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${{OUT:-$here/out}}/gpu"
@@ -265,7 +266,9 @@ def summary(manifest: dict[str, Any], out: pathlib.Path) -> str:
             f"({pathlib.Path(manifest['checkpoint']['from']).name}), validation list {manifest['val_objects']} objects "
             f"({manifest['val_bytes'] / mib:.1f} MiB)\n"
             f"  training subset: {sets}\n"
-            f"  device tool: run(command=\"bash {out.name}/run.sh\", carry=[\"{out.name}\"], timeout_s=360)")
+            f"  device tool: run(command=\"bash {out.name}/run.sh\", carry=[\"{out.name}\"], timeout_s=300)\n"
+            f"  training burst (optional, after it): run(command=\"bash {out.name}/run.sh --steps train\", "
+            f"carry=[\"{out.name}\"], timeout_s=180)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

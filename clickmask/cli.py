@@ -189,6 +189,11 @@ def _add_bench(sub) -> None:
     gpu_pack.add_arguments(bench_sub.add_parser("gpu-pack", help="bundle code, checkpoint and data for the GPU run",
                                                 description=gpu_pack.__doc__.split("\n\n")[0],
                                                 epilog="See docs/gpu-run.md."))
+    train = bench_sub.add_parser("gpu-train", help="the GPU-resident training run: --stage, --train, --dry-run",
+                                 description="The on-device runner of docs/gpu-train.md; every option after "
+                                             "gpu-train goes to 'python -m clickmask.benchmarks.gpu_train'.",
+                                 add_help=False)
+    train.set_defaults(func=lambda args: _bench_gpu_train([]))  # main() forwards the options before parsing
     try:
         from clickmask.benchmarks import latency
     except ImportError as exc:  # pragma: no cover - 'bench' extra missing
@@ -196,6 +201,12 @@ def _add_bench(sub) -> None:
         return
     latency.add_arguments(bench_sub.add_parser("latency", help="closed-loop latency sweep (table + plot)",
                                                description=latency.__doc__.split("\n\n")[0]))
+
+
+def _bench_gpu_train(options: list[str]) -> int:
+    from clickmask.benchmarks import gpu_train  # noqa: PLC0415 - torch on this path only
+
+    return gpu_train.main(options or ["--help"])
 
 
 # ----------------------------------------------------------------------------------- main
@@ -217,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("clickmask.quality.sim", "add_quality_parser"),
         ("clickmask.web.demo", "add_demo_parser"),
         ("clickmask.web.label_studio", "add_label_studio_parser"),
+        ("clickmask.duts", "add_data_parser"),
     ):
         try:
             module = __import__(module_name, fromlist=[function_name])
@@ -229,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["bench", "gpu-train"]:  # the runner has its own parser: hand it every option
+        return _bench_gpu_train(argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -43,6 +43,7 @@ KNOWN_CONVENTIONS = {
 }
 BACKGROUND_SETS = frozenset({"BSDS500_backgrounds"})  # images only, for copy-paste augmentation
 DATASETS_ENV = "CLICKMASK_DATASETS"
+CONVERTED_ENV = "CLICKMASK_CONVERTED_DATA"  # sets converted from git repositories (clickmask data), e.g. DUTS-TR
 
 
 def default_root() -> pathlib.Path:
@@ -51,6 +52,23 @@ def default_root() -> pathlib.Path:
     import os  # noqa: PLC0415
 
     return pathlib.Path(os.environ.get(DATASETS_ENV, "../shared/datasets"))
+
+
+def converted_root() -> pathlib.Path:
+    """Where ``clickmask data`` writes sets converted from git repositories: ``$CLICKMASK_CONVERTED_DATA``,
+    else ``../data`` (beside the checkout, outside its work tree)."""
+    import os  # noqa: PLC0415
+
+    return pathlib.Path(os.environ.get(CONVERTED_ENV, "../data"))
+
+
+def dataset_dir(root: pathlib.Path | str, dataset: str) -> pathlib.Path:
+    """``root/dataset``; a set that ``root`` lacks is looked up in :func:`converted_root`, so
+    ``--data-root ../shared/datasets`` reaches ``../data/DUTS-TR`` by its name."""
+    base = pathlib.Path(root) / dataset
+    if not base.is_dir() and (converted_root() / dataset).is_dir():
+        return converted_root() / dataset
+    return base
 
 
 class DatasetError(InvalidInputError):
@@ -138,12 +156,19 @@ def _check_binary(mask: np.ndarray, path: pathlib.Path, dataset: str) -> None:
             f"binary convention of {dataset!r}; pass convention='instances' (CLI: --convention instances)")
 
 
+def _converted_hint(dataset: str | None) -> str:
+    if dataset is None or (converted_root() / dataset).is_dir():
+        return ""
+    return (f"; a set converted from a git repository is looked up in {converted_root()} "
+            f"(${CONVERTED_ENV}): convert it there first, e.g. 'clickmask data duts GITDIR' for DUTS-TR")
+
+
 def _dataset_dir(root: pathlib.Path | str, dataset: str | None) -> tuple[pathlib.Path, str]:
-    base = pathlib.Path(root) if dataset is None else pathlib.Path(root) / dataset
+    base = pathlib.Path(root) if dataset is None else dataset_dir(root, dataset)
     name = base.resolve().name if dataset is None else dataset
     if not (base / "images").is_dir() or not (base / "masks").is_dir():
         raise DatasetError(f"{base} must hold images/<id>.<ext> and masks/<id>.png "
-                           "(see ../shared/datasets/README.md)")
+                           f"(see ../shared/datasets/README.md){_converted_hint(dataset)}")
     return base, name
 
 
@@ -225,11 +250,11 @@ def parse_key(key: str, root: pathlib.Path | str) -> ObjectRef:
     sample_id, _, k = rest.partition("#")
     if not dataset or not sample_id:
         raise DatasetError(f"bad object key {key!r}; expected DATASET/<id> or DATASET/<id>#<k>")
-    base = pathlib.Path(root) / dataset
+    base = dataset_dir(root, dataset)
     image_path = find_image(base / "images", sample_id)
     mask_path = base / "masks" / f"{sample_id}.png"
     if image_path is None or not mask_path.is_file():
-        raise DatasetError(f"object {key!r}: no image/mask pair under {base}")
+        raise DatasetError(f"object {key!r}: no image/mask pair under {base}{_converted_hint(dataset)}")
     conv = convention_for(dataset)
     if k:
         ignore_value = IGNORE_VALUE_INSTANCES if conv == "instances-ignore255" else None

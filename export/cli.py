@@ -236,20 +236,32 @@ def _cmd_export_int8(args) -> int:
 
 
 def _add_repository_parser(sub) -> None:
-    from .model_config import BACKENDS
+    from .model_config import BACKENDS, TORCH_CUDA_INSTANCES, TORCH_CUDA_MAX_BATCH_SIZE, TORCH_CUDA_QUEUE_DELAY_US
 
     p = sub.add_parser(
-        "repository", help="write a Triton model repository (python, onnxruntime or tensorrt)",
+        "repository", help="write a Triton model repository (python, onnxruntime, tensorrt or torch-cuda)",
         description="Lay out OUTPUT/clickmask/{config.pbtxt,1/...} with a config generated from the tensor "
-                    "contract; S comes from the ONNX file, the TensorRT profile from <plan>.json.")
+                    "contract; S comes from the ONNX file (torch-cuda: from the checkpoint), the TensorRT profile "
+                    "from <plan>.json. torch-cuda serves the checkpoint in torch on the GPU inside the Python "
+                    "backend (FP16, channels_last, compiled, CUDA graphs); see docs/gpu-serving.md.")
     p.add_argument("--backend", choices=BACKENDS, required=True)
-    p.add_argument("--onnx", type=Path, required=True, help="the contract ONNX file (S is read from it)")
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="the contract ONNX file (S is read from it); every backend but torch-cuda")
+    p.add_argument("--checkpoint", type=Path, default=None, help="torch-cuda: the clickmask checkpoint to serve")
+    p.add_argument("--size", type=int, default=None, help="torch-cuda: S (default: the checkpoint's input_size)")
     p.add_argument("--plan", type=Path, default=None, help="TensorRT plan (--backend tensorrt)")
     p.add_argument("--output", type=Path, required=True, help="model repository folder")
     p.add_argument("--max-batch-size", type=int, default=None,
-                   help="default: the plan's profile max for tensorrt, else 16")
+                   help=f"default: the plan's profile max for tensorrt, {TORCH_CUDA_MAX_BATCH_SIZE} for torch-cuda, "
+                        "else 16")
     p.add_argument("--opt-batch", type=int, default=None, help="tensorrt: default from <plan>.json")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-count", type=int, default=None,
+                   help=f"default: {TORCH_CUDA_INSTANCES} for torch-cuda, else 1")
+    p.add_argument("--queue-delay-us", type=int, default=None,
+                   help=f"torch-cuda: dynamic batcher queue delay (default: {TORCH_CUDA_QUEUE_DELAY_US})")
+    p.add_argument("--predictor-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="torch-cuda: a predictor parameter, e.g. compile=false, cuda_graphs=false, "
+                        "precision=fp32, streams=1 (repeatable)")
     p.add_argument("--gpu", action="store_true", help="onnxruntime: run on one GPU (KIND_GPU)")
     p.add_argument("--tensorrt-fp16", action="store_true",
                    help="onnxruntime: TensorRT execution accelerator in FP16 (needs --gpu)")
@@ -260,13 +272,23 @@ def _add_repository_parser(sub) -> None:
 def _cmd_export_repository(args) -> int:
     from .model_config import ModelConfigError, write_repository
 
+    name = "clickmask export repository"
+    options = {}
+    for item in args.predictor_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            print(f"{name}: error: --predictor-option {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        options[key.strip()] = value.strip()
     try:
         path = write_repository(args.backend, args.output, onnx_path=args.onnx, plan_path=args.plan,
                                 max_batch_size=args.max_batch_size, opt_batch=args.opt_batch,
                                 instance_count=args.instance_count, gpu=args.gpu,
-                                tensorrt_fp16=args.tensorrt_fp16, cuda_graphs=args.cuda_graphs)
+                                tensorrt_fp16=args.tensorrt_fp16, cuda_graphs=args.cuda_graphs,
+                                checkpoint_path=args.checkpoint, size=args.size, queue_delay_us=args.queue_delay_us,
+                                predictor_options=options or None)
     except ModelConfigError as exc:
-        print(f"clickmask export repository: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {path.parent} ({args.backend})")
     return 0

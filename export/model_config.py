@@ -14,9 +14,13 @@ it. Three generators share that part and differ only in how the model runs:
   on the CPU, or on a GPU with the optional TensorRT execution accelerator in FP16.
 - :func:`tensorrt_config`: a TensorRT plan on the GPU (``tensorrt_plan``), dynamic batching
   whose preferred sizes follow the engine's optimisation profile, optional CUDA graphs.
+- :func:`torch_cuda_config`: the checkpoint in torch on the GPU inside the Python backend
+  (``clickmask.serving.cuda.CudaPredictor``: FP16, channels_last, compiled, a CUDA graph per
+  batch bucket), the GPU path that runs where TensorRT does not (docs/gpu-serving.md).
 
 :func:`write_repository` lays out a whole model repository (``clickmask export repository``).
-Nothing here imports torch; :func:`onnx_input_size` imports ``onnx`` when called.
+Nothing here imports torch at import time; :func:`onnx_input_size` imports ``onnx`` and
+:func:`checkpoint_input_size` torch when called.
 """
 from __future__ import annotations
 
@@ -44,10 +48,19 @@ DEFAULT_MAX_QUEUE_SIZE = 32
 DEFAULT_QUEUE_TIMEOUT_US = 2_000_000
 #: A GPU drains a queue an order of magnitude faster: the same 2 s bound holds more requests.
 GPU_MAX_QUEUE_SIZE = 256
-BACKENDS = ("python", "onnxruntime", "tensorrt")
+BACKENDS = ("python", "onnxruntime", "tensorrt", "torch-cuda")
 #: File names inside the version folder ``1/``.
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
+CHECKPOINT_FILE = "model.pt"
+#: torch-cuda defaults, from the H200 timings of 2026-12-04 (../shared/gpu-h200-2026-12-04.md):
+#: compiled + channels_last FP16 ran batch 64 in 4.5 ms and 128 in 8.0 ms (16,000 inferences/s),
+#: so batches up to 128 keep a request's GPU time far inside a 30 ms p95; two instances let one
+#: stack and copy while the other computes; 1 ms of queue delay is an eighth of a full batch.
+#: `clickmask bench gpu` (serving step) measures these settings; adjust them from its results.
+TORCH_CUDA_MAX_BATCH_SIZE = 128
+TORCH_CUDA_QUEUE_DELAY_US = 1000
+TORCH_CUDA_INSTANCES = 2
 def _python_adapter() -> pathlib.Path:
     from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415 - stdlib only
 
@@ -145,6 +158,13 @@ def _preamble(contract: Contract, comments: tuple[str, ...]) -> str:
     return "".join(f"# {line}\n" for line in comments) + f'name: "{contract.name}"\n'
 
 
+def _python_backend(contract: Contract, comments: tuple[str, ...], batching: str, instances: str,
+                    params: dict[str, str]) -> str:
+    """A Python-backend model (the adapter ``1/model.py``) up to its parameters."""
+    return (_preamble(contract, comments) + 'backend: "python"\n' + f"max_batch_size: {contract.max_batch_size}\n"
+            + _io_block(contract.size) + batching + f"instance_group [ {instances} ]\n" + _parameters(params))
+
+
 # -------------------------------------------------------------------------------- generators
 def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
                   instance_count: int = 1, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
@@ -161,19 +181,13 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     rejects a request at once instead of letting the queue grow (0 turns either off).
     """
     _check_count(instance_count)
-    text = _preamble(contract, (
+    batching = (_batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us, max_queue_size,
+                                queue_timeout_us) if dynamic_batching else "")
+    text = _python_backend(contract, (
         "clickmask: the embedded default. ONNX Runtime on the CPU inside Triton's Python backend.",
         "Tensor contract: ../../../shared/DESIGN.md (UINT8 in, UINT8 out, S advertised below).",
-    ))
-    text += 'backend: "python"\n'
-    text += f"max_batch_size: {contract.max_batch_size}\n"
-    text += _io_block(contract.size)
-    if dynamic_batching:
-        text += _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us,
-                                max_queue_size, queue_timeout_us)
-    text += f"instance_group [ {{ count: {instance_count}, kind: KIND_CPU }} ]\n"
-    text += _parameters({SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file,
-                         "intra_op_threads": str(intra_op_threads)})
+    ), batching, f"{{ count: {instance_count}, kind: KIND_CPU }}",
+        {SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file, "intra_op_threads": str(intra_op_threads)})
     if warmup:
         text += _warmup_block(contract.size, (1,))
     return text
@@ -254,6 +268,53 @@ def tensorrt_config(contract: Contract, *, opt_batch: int | None = None, instanc
     return text
 
 
+def torch_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Batch buckets of the CUDA predictor: powers of two from 2, and the max (a batch of 1 is
+    padded to 2). They hold every preferred batch size, so a preferred batch needs no padding."""
+    if max_batch_size < 2:
+        raise ModelConfigError(f"torch-cuda needs max_batch_size >= 2, got {max_batch_size}")
+    return tuple(sorted({max_batch_size, *(2 ** k for k in range(1, max_batch_size.bit_length())
+                                           if 2 ** k < max_batch_size)}))
+
+
+def torch_cuda_config(contract: Contract, *, instance_count: int = TORCH_CUDA_INSTANCES,
+                      queue_delay_us: int = TORCH_CUDA_QUEUE_DELAY_US, max_queue_size: int = GPU_MAX_QUEUE_SIZE,
+                      queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US, checkpoint_file: str = CHECKPOINT_FILE,
+                      predictor_options: dict[str, str] | None = None) -> str:
+    """The Python backend on GPU instances running ``clickmask.serving.cuda.CudaPredictor``.
+
+    ``1/model.py`` is the same adapter as the CPU default; the parameter ``predictor`` selects
+    the GPU path and the others are its options (``predictor_options`` overrides them, e.g.
+    ``{"compile": "false"}``). Each instance compiles and captures its graphs in
+    ``initialize``, so the model is ready only when it runs at steady-state speed.
+    """
+    _check_count(instance_count)
+    from clickmask.serving.cuda_options import PARAMETER_KEYS, CudaOptions, CudaPredictorError  # noqa: PLC0415
+
+    # Triton calls execute() of an instance from one thread: one stream each; instances overlap
+    options = CudaOptions(buckets=torch_buckets(contract.max_batch_size), streams=1).as_parameters()
+    del options["device"]  # Triton's instance device (cuda:N) unless overridden
+    unknown = sorted(set(predictor_options or {}) - set(PARAMETER_KEYS))
+    if unknown:
+        raise ModelConfigError(f"unknown torch-cuda options {unknown}; known: {list(PARAMETER_KEYS)}")
+    options.update(predictor_options or {})
+    try:
+        chosen = CudaOptions.from_parameters(options)
+    except CudaPredictorError as exc:
+        raise ModelConfigError(f"torch-cuda options: {exc}") from None
+    if chosen.max_batch < contract.max_batch_size:
+        raise ModelConfigError(f"the largest batch bucket {chosen.max_batch} is below max_batch_size "
+                               f"{contract.max_batch_size}: a full batch would run in chunks")
+    text = _python_backend(contract, (
+        "clickmask: the checkpoint in torch on the GPU (FP16, channels_last, compiled, CUDA graphs) inside",
+        "Triton's Python backend. Generated by 'clickmask export repository'; docs/gpu-serving.md.",
+    ), _batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us, max_queue_size,
+                       queue_timeout_us), f"{{ count: {instance_count}, kind: KIND_GPU }}",
+        {SIZE_PARAMETER: str(contract.size), "predictor": "torch-cuda", "checkpoint_file": checkpoint_file, **options})
+    text += _warmup_block(contract.size, (1,))
+    return text
+
+
 def _check_count(instance_count: int) -> None:
     if instance_count < 1:
         raise ModelConfigError(f"instance count must be at least 1, got {instance_count}")
@@ -280,24 +341,59 @@ def read_plan_metadata(plan_path: pathlib.Path | str) -> dict | None:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
-def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pathlib.Path | str,
+def checkpoint_input_size(checkpoint_path: pathlib.Path | str) -> int:
+    """S of a clickmask checkpoint (its recorded ``input_size``, else 320), after checking that
+    the network builds and its weights load (imports torch)."""
+    from clickmask.export.checkpoint import CheckpointError, load_checkpoint  # noqa: PLC0415 - 'export' extra
+
+    try:
+        _, config = load_checkpoint(checkpoint_path)
+    except CheckpointError as exc:
+        raise ModelConfigError(str(exc)) from None
+    return int(config.get("input_size", 320))
+
+
+def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pathlib.Path | str | None = None,
                      plan_path: pathlib.Path | str | None = None, max_batch_size: int | None = None,
-                     opt_batch: int | None = None, instance_count: int = 1, gpu: bool = False,
-                     tensorrt_fp16: bool = False, cuda_graphs: bool = False) -> pathlib.Path:
+                     opt_batch: int | None = None, instance_count: int | None = None, gpu: bool = False,
+                     tensorrt_fp16: bool = False, cuda_graphs: bool = False,
+                     checkpoint_path: pathlib.Path | str | None = None, size: int | None = None,
+                     queue_delay_us: int | None = None,
+                     predictor_options: dict[str, str] | None = None) -> pathlib.Path:
     """Lay out ``OUTPUT/clickmask/{config.pbtxt, 1/...}`` for ``backend``; return the config path.
 
-    S always comes from the ONNX file. For ``tensorrt`` the plan's profile (read from the
-    ``<plan>.json`` that the builder writes) sets the default max batch and opt batch, and a
-    larger ``max_batch_size`` than the profile allows is refused.
+    S comes from the ONNX file; for ``torch-cuda`` (no ONNX file) from the checkpoint, or
+    ``size``. For ``tensorrt`` the plan's profile (read from the ``<plan>.json`` that the
+    builder writes) sets the default max batch and opt batch, and a larger ``max_batch_size``
+    than the profile allows is refused. ``instance_count`` defaults to 2 for ``torch-cuda``,
+    else 1.
     """
     if backend not in BACKENDS:
         raise ModelConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
-    onnx_path = pathlib.Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ModelConfigError(f"ONNX file {onnx_path} not found; create it with 'clickmask export onnx'")
-    size = onnx_input_size(onnx_path)
     model_dir = pathlib.Path(output) / MODEL_NAME
     version_dir = model_dir / "1"
+    if backend == "torch-cuda":
+        if checkpoint_path is None or not pathlib.Path(checkpoint_path).is_file():
+            raise ModelConfigError(f"--checkpoint {checkpoint_path} not found: torch-cuda serves a clickmask "
+                                   "checkpoint (.pt), e.g. export/checkpoints/clickmask-lite0.pt")
+        recorded = checkpoint_input_size(checkpoint_path)  # loads it: a broken file fails here, not at serving
+        size = size or recorded
+        delay = TORCH_CUDA_QUEUE_DELAY_US if queue_delay_us is None else queue_delay_us
+        text = torch_cuda_config(Contract(size, max_batch_size or TORCH_CUDA_MAX_BATCH_SIZE),
+                                 instance_count=instance_count or TORCH_CUDA_INSTANCES, queue_delay_us=delay,
+                                 predictor_options=predictor_options)
+        return _write(model_dir, text, {pathlib.Path(checkpoint_path): version_dir / CHECKPOINT_FILE,
+                                        PYTHON_ADAPTER: version_dir / "model.py"}, backend, size)
+    if predictor_options:
+        raise ModelConfigError("predictor options apply to --backend torch-cuda only")
+    if onnx_path is None:
+        raise ModelConfigError(f"--backend {backend} serves an ONNX file: pass --onnx FILE (make one with "
+                               "'clickmask export onnx')")
+    if not pathlib.Path(onnx_path).is_file():
+        raise ModelConfigError(f"ONNX file {onnx_path} not found; create it with 'clickmask export onnx'")
+    onnx_path = pathlib.Path(onnx_path)
+    size = onnx_input_size(onnx_path)
+    instance_count = instance_count or 1
 
     if backend == "tensorrt":
         if plan_path is None or not pathlib.Path(plan_path).is_file():
@@ -323,7 +419,12 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
         text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count)
         files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
 
-    version_dir.mkdir(parents=True, exist_ok=True)
+    return _write(model_dir, text, files, backend, size)
+
+
+def _write(model_dir: pathlib.Path, text: str, files: dict[pathlib.Path, pathlib.Path], backend: str,
+           size: int) -> pathlib.Path:
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
     for source, target in files.items():
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)

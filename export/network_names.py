@@ -3,4 +3,4 @@
 ``clickmask.export.networks.NETWORKS`` is the registry itself; a unit test keeps the two equal.
 """
 
-NETWORK_NAMES: tuple[str, ...] = ("efficientnet-lite0", "ritm-hrnet18s", "ritm-hrnet18", "ritm-hrnet32")
+NETWORK_NAMES: tuple[str, ...] = ("efficientnet-lite0", "efficientnet-lite2", "ritm-hrnet18s", "ritm-hrnet18", "ritm-hrnet32")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .efficientnet_lite import FEATURE_CHANNELS, STEM_CHANNELS, EfficientNetLite0, load_imagenet_weights
+from .efficientnet_lite import STEM_CHANNELS, EfficientNetLite, load_imagenet_weights
 from .ritm_model import build_ritm_hrnet18, build_ritm_hrnet18s, build_ritm_hrnet32
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,18 +106,19 @@ class FPNDecoder(nn.Module):
 
 
 class ClickSegmentationNet(nn.Module):
-    """RITM-style interactive segmentation network on an EfficientNet-Lite0 encoder."""
+    """RITM-style interactive segmentation network on an EfficientNet-Lite encoder (``encoder``:
+    ``efficientnet-lite0``, the default, or ``efficientnet-lite2``)."""
 
     def __init__(self, decoder_channels: int = 64, aux_channels: int = 32, scale_init: float = 0.05,
-                 pretrained_encoder: bool = True):
+                 pretrained_encoder: bool = True, encoder: str = "efficientnet-lite0"):
         super().__init__()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = EfficientNetLite0(include_head=False)
+        self.backbone = EfficientNetLite(encoder, include_head=False)
         if pretrained_encoder:
             load_imagenet_weights(self.backbone)
         self.maps_transform = Conv1SFusion(STEM_CHANNELS, scale_init=scale_init)
-        _, c4, c8, c16, c32 = FEATURE_CHANNELS
+        _, c4, c8, c16, c32 = self.backbone.feature_channels
         self.decoder = FPNDecoder((c4, c8, c16, c32), decoder_channels)
         self.head = nn.Conv2d(decoder_channels, 1, 1)
         self.aux_head = nn.Sequential(ConvBNReLU(decoder_channels, aux_channels, 1),
@@ -133,20 +134,25 @@ class ClickSegmentationNet(nn.Module):
         return {"instances": logits, "instances_aux": aux}
 
 
-def _build_efficientnet_lite(*, decoder_channels: int, pretrained_encoder: bool = True,
+def _build_efficientnet_lite(encoder: str, pretrained_encoder: bool, decoder_channels: int = 64,
                              **kwargs) -> ClickSegmentationNet:
-    return ClickSegmentationNet(decoder_channels=decoder_channels,
-                                pretrained_encoder=pretrained_encoder, **kwargs)
+    return ClickSegmentationNet(decoder_channels=decoder_channels, pretrained_encoder=pretrained_encoder,
+                                encoder=encoder, **kwargs)
 
 
 def build_efficientnet_lite0(pretrained_encoder: bool = True, **kwargs) -> ClickSegmentationNet:
     """The default clickmask network (ImageNet encoder unless ``pretrained_encoder=False``)."""
-    kwargs.setdefault("decoder_channels", 64)
-    return _build_efficientnet_lite(pretrained_encoder=pretrained_encoder, **kwargs)
+    return _build_efficientnet_lite("efficientnet-lite0", pretrained_encoder, **kwargs)
+
+
+def build_efficientnet_lite2(pretrained_encoder: bool = True, **kwargs) -> ClickSegmentationNet:
+    """The same network on the larger EfficientNet-Lite2 encoder: an option, not the CPU default."""
+    return _build_efficientnet_lite("efficientnet-lite2", pretrained_encoder, **kwargs)
 
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "efficientnet-lite0": build_efficientnet_lite0,
+    "efficientnet-lite2": build_efficientnet_lite2,
     # RITM HRNet-OCR family, parameter names of the official checkpoints (export/ritm_model.py).
     "ritm-hrnet18s": build_ritm_hrnet18s,
     "ritm-hrnet18": build_ritm_hrnet18,

@@ -72,8 +72,8 @@ def run_batch(requests: Sequence[Mapping[str, np.ndarray | None]], infer: InferF
         except RequestError as exc:
             results[index] = exc
     if valid:
-        feeds = {name: np.concatenate([requests[i][name] for i, _ in valid], axis=0) for name in INPUT_CHANNELS}
         try:
+            feeds = _stack(requests, valid, infer)
             output = np.asarray(infer(feeds))
         except Exception as exc:  # noqa: BLE001 - one failure must not kill the model instance
             LOGGER.exception("inference failed for a batch of %d", sum(n for _, n in valid))
@@ -85,6 +85,15 @@ def run_batch(requests: Sequence[Mapping[str, np.ndarray | None]], infer: InferF
                 results[index] = output[offset:offset + count]
                 offset += count
     return results  # type: ignore[return-value]
+
+
+def _stack(requests, valid: list[tuple[int, int]], infer: InferFn) -> dict[str, np.ndarray]:
+    """The valid requests as one batch, stacked where ``infer.host_buffers(batch)`` says (a GPU
+    predictor's page-locked staging memory: one host copy fewer), else in new arrays."""
+    staging = getattr(infer, "host_buffers", None)
+    out = staging(sum(n for _, n in valid)) if staging is not None else None
+    return {name: np.concatenate([requests[i][name] for i, _ in valid], axis=0,
+                                 out=None if out is None else out[name]) for name in INPUT_CHANNELS}
 
 
 @dataclasses.dataclass

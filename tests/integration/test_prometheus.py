@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
-import pathlib
 import shutil
 import signal
 import subprocess

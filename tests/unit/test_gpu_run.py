@@ -1,6 +1,7 @@
 """The pieces of the prepared GPU run and its packing that need no GPU and no subprocess."""
 
 import subprocess
+import time
 from types import SimpleNamespace
 
 import cv2
@@ -98,3 +99,73 @@ def test_pack_refuses_evaluation_sets_and_counts_only_what_travels(tmp_path):
     (repo / "ignored").mkdir()
     (repo / "ignored" / "big.bin").write_bytes(b"z" * 100000)
     assert gpu_pack.travelling_tree_bytes(repo) == 1000 + 500 + len("/ignored/\n")
+
+
+def test_the_default_steps_fit_four_minutes_and_the_burst_runs_only_when_named():
+    assert gpu_run.DEFAULT_STEPS == ("environment", "numerics", "speed", "serving")
+    assert gpu_run.FULL_PLAN.total_seconds() <= 240
+    assert gpu_run.FULL_PLAN.total_seconds(gpu_run.STEPS) == gpu_run.FULL_PLAN.total_seconds() + 115
+    assert max(gpu_run.FULL_PLAN.serving_buckets) == 256 and 1 in gpu_run._ALL_BATCHES
+    for plan in (gpu_run.FULL_PLAN, gpu_run.DRY_PLAN):
+        for _, variant, _ in plan.speed_rows:
+            gpu_run.parse_variant(variant)  # every planned variant is one the speed step can build
+        assert all(load[2] <= max(plan.serving_buckets) for load in plan.serving_loads)
+
+
+@pytest.mark.parametrize(("variant", "expected"), [
+    ("fp16", dict(precision="fp16", autocast=False, channels_last=False, compile=False, cuda_graphs=False)),
+    ("fp16-cl-compiled-graph", dict(precision="fp16", autocast=False, channels_last=True, compile=True,
+                                    cuda_graphs=True)),
+    ("fp16-autocast", dict(precision="fp16", autocast=True, channels_last=False, compile=False, cuda_graphs=False)),
+])
+def test_speed_variants_name_their_parts(variant, expected):
+    assert gpu_run.parse_variant(variant) == expected
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp16-fast", "fp32-autocast", "fp16-cl-cl", "fp16-autocast-graph"])
+def test_unknown_speed_variants_are_refused(variant):
+    with pytest.raises(ValueError, match="unknown speed variant"):
+        gpu_run.parse_variant(variant)
+
+
+def test_network_ratio_pairs_rows_of_the_same_variant_and_batch():
+    rows = [{"network": "lite", "weights": "checkpoint", "precision": "fp16-cl", "batch": 64, "clicks_per_s": 9000.0},
+            {"network": "ritm-hrnet18s", "weights": "random", "precision": "fp16-cl", "batch": 64, "clicks_per_s": 3000.0},
+            {"network": "lite", "weights": "checkpoint", "precision": "fp16-cl", "batch": 128, "clicks_per_s": 9.0}]
+    assert gpu_run.network_ratio(rows) == [{"network": "lite", "versus": "ritm-hrnet18s", "precision": "fp16-cl",
+                                            "batch": 64, "speedup": 3.0}]
+
+
+def test_autocast_cost_reports_first_call_steady_state_and_threads():
+    import torch
+
+    class Slow:
+        def __init__(self):
+            self.calls = 0
+
+        def infer(self, x):
+            self.calls += 1
+            time.sleep(0.05 if self.calls == 1 else 0.001)  # a first call that pays for set-up
+
+    before = torch.backends.cudnn.benchmark
+    report = gpu_run.autocast_cost({"a": (Slow(), True), "b": (Slow(), False)}, [{}], calls=3, workers=2)
+    assert torch.backends.cudnn.benchmark == before
+    assert report["variants"]["b"]["cudnn_benchmark"] is False
+    for v in report["variants"].values():
+        assert v["first_ms"] >= 50 > 10 > v["steady_median_ms"] and v["threaded_p95_ms"] >= v["threaded_median_ms"]
+
+
+def test_markdown_reports_the_served_path_against_its_target():
+    load = {"producers": 96, "instances": 2, "max_batch": 128, "queue_delay_us": 1000, "status": "ok",
+            "inferences_per_s": 11000.0, "clicks_per_s": 4741.0, "request_ms": {"p50": 9.0, "p95": 21.5},
+            "click_ms": {"p95": 40.0}, "mean_batch": 60.2, "meets_target": True}
+    skipped = {"producers": 1, "instances": 1, "max_batch": 128, "queue_delay_us": 1000, "status": "skipped",
+               "reason": "needs 10 s; 3 s of the box left"}
+    results = {"steps": {"serving": {"status": "ok", "seconds": 80.0, "result": {
+        "options": {"precision": "fp16", "cuda_graphs": True, "buckets": [2, 4]}, "startup_s": 41.0,
+        "parity_vs_fp32": {"inputs": 8, "max_abs_diff_levels": 3, "flip_fraction": 1e-4},
+        "refine_share": 0.16, "loads": [load, skipped]}}}}
+    text = gpu_run.markdown(results)
+    assert "## serving" in text and "start-up (compile, cuDNN search, capture) 41.0 s" in text
+    assert "| 96 | 2 | 128 | 1000 | 11000 | 4741 | 9.00 | 21.50 | 40.00 | 60.2 | met |" in text
+    assert "| 1 | 1 | 128 | 1000 | skipped |" in text and "needs 10 s" in text

@@ -17,6 +17,7 @@ from clickmask.export.model_config import (
     preferred_batch_sizes,
     python_config,
     tensorrt_config,
+    torch_cuda_config,
     write_repository,
 )
 
@@ -186,3 +187,36 @@ def test_repository_cli_writes_the_onnxruntime_repository(tiny_onnx, tmp_path, c
     assert main(["export", "repository", "--backend", "onnxruntime", "--tensorrt-fp16",
                  "--onnx", str(tiny_onnx), "--output", str(tmp_path / "repo2")]) == 2
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_torch_cuda_config_serves_the_python_adapter_on_gpu_instances():
+    config = parse(torch_cuda_config(Contract(320, max_batch_size=64), instance_count=3, queue_delay_us=500,
+                                     predictor_options={"compile": "false"}))
+    assert_contract(config, 320, 64)
+    assert config.backend == "python"
+    assert (config.instance_group[0].kind, config.instance_group[0].count) == (pb.ModelInstanceGroup.KIND_GPU, 3)
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["predictor"] == "torch-cuda" and params["compile"] == "false" and params["cuda_graphs"] == "true"
+    assert params["batch_buckets"] == "2,4,8,16,32,64" and params["streams"] == "1"
+
+
+def test_torch_cuda_config_refuses_options_the_predictor_would_refuse():
+    with pytest.raises(ModelConfigError, match="set cuda_graphs false"):
+        torch_cuda_config(Contract(320), predictor_options={"device": "cpu"})
+    with pytest.raises(ModelConfigError, match="max_batch_size >= 2"):
+        torch_cuda_config(Contract(320, max_batch_size=1))
+
+
+def test_repository_cli_writes_the_torch_cuda_repository(tmp_path, capsys):
+    from clickmask.cli import main
+
+    checkpoint = REPO_ROOT / "export" / "checkpoints" / "clickmask-lite0.pt"
+    assert main(["export", "repository", "--backend", "torch-cuda", "--checkpoint", str(checkpoint),
+                 "--max-batch-size", "32", "--predictor-option", "precision=fp32",
+                 "--output", str(tmp_path / "repo")]) == 0
+    config = parse((tmp_path / "repo" / "clickmask" / "config.pbtxt").read_text())
+    assert config.max_batch_size == 32 and config.parameters["precision"].string_value == "fp32"
+    assert main(["export", "repository", "--backend", "torch-cuda", "--checkpoint", str(checkpoint),
+                 "--predictor-option", "compile", "--output", str(tmp_path / "repo2")]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""Triton Python-backend adapter for clickmask: ONNX Runtime on the CPU, one run per batch.
+"""Triton Python-backend adapter for clickmask: one predictor run per batch of requests.
 
 Thin by design: the batching and validation logic is ``clickmask.serving.run_batch``, tested
-without a server. Every request of an ``execute`` call goes into one ONNX Runtime run; a bad
-request gets its own TritonError while the rest succeed.
+without a server, and the predictor comes from the config parameter ``predictor``
+(``clickmask.serving.predictors``): ONNX Runtime on the CPU by default, or ``torch-cuda`` on a
+GPU instance. Every request of an ``execute`` call goes into one run; a bad request gets its
+own TritonError while the rest succeed.
 """
 import json
 import os
@@ -11,7 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 from clickmask.client.contract import INPUT_CHANNELS, OUTPUT_NAME, SIZE_PARAMETER
 from clickmask.errors import RequestError
-from clickmask.serving import OnnxPredictor, run_batch
+from clickmask.serving import run_batch
+from clickmask.serving.predictors import load_predictor
 
 
 
@@ -29,13 +32,9 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.size = int(params[SIZE_PARAMETER])
         model_dir = os.path.join(args["model_repository"], args["model_version"])
-        onnx_path = os.path.join(model_dir, params.get("onnx_file", "model.onnx"))
-        self.predictor = OnnxPredictor(onnx_path, threads=int(params.get("intra_op_threads", "0")))
-        if self.predictor.size != self.size:
-            raise ValueError(
-                f"{onnx_path} takes {self.predictor.size}x{self.predictor.size} inputs but config.pbtxt "
-                f"advertises {SIZE_PARAMETER} {self.size}; re-export with --size {self.size}"
-            )
+        gpu = args.get("model_instance_kind") == "GPU"
+        self.predictor = load_predictor(params, model_dir,
+                                        device=f"cuda:{args['model_instance_device_id']}" if gpu else None)
         output_config = pb_utils.get_output_config_by_name(config, OUTPUT_NAME)
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
 
