@@ -929,6 +929,10 @@ def step_resident(ctx: StepContext) -> dict[str, Any]:
         plan = gpu_train.TrainPlan(seconds=max(60.0, ctx.left() - 10.0))
         report = gpu_train.run_train(plan, pathlib.Path(staged["stage_dir"]), out,
                                      pathlib.Path(ctx.inputs["checkpoint"]), None)
+    # at most 8 files come back from the device: this run keeps the report and the fp16 checkpoint; the
+    # split state (for --resume) comes back from 'gpu_train --train' alone
+    for state_file in list(out.glob("state-*")):
+        state_file.unlink()
     ctx.save_partial(report_dir=str(out), data=report.get("data"), resident=report.get("resident"),
                      legacy=report.get("legacy"), compile_fallback=report.get("compile_fallback"))
     return ctx.partial

@@ -120,8 +120,11 @@ def test_dry_run_from_the_bundle_in_a_fresh_venv_without_tritonclient(datasets_d
 
     # what comes back from the device: at most 8 plain files, names of letters, digits, '.', '_', '-'
     files = sorted(p.name for p in folder.iterdir())
-    assert files == ["burst-metrics.jsonl", "burst.pt", "results.json", "results.md", "run.log"]
-    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files)
+    assert files == ["burst-metrics.jsonl", "burst.pt", "gpu-train", "results.json", "results.md", "run.log"]
+    resident_files = sorted(p.name for p in (folder / "gpu-train").iterdir())
+    assert resident_files == ["checkpoint-fp16.pt", "report.json", "report.md"]  # the split state stays on the device
+    assert len(files) - 1 + len(resident_files) <= 8
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files + resident_files)
 
     results = json.loads((folder / "results.json").read_text())
     assert results["dry_run"] is True
@@ -179,8 +182,7 @@ def test_dry_run_from_the_bundle_in_a_fresh_venv_without_tritonclient(datasets_d
     assert resident["data"]["objects"] > 0 and resident["resident"]["steps"] >= 1
     assert set(resident["resident"]["phases_ms_per_step"]) >= {"sample", "clicks", "forward_backward", "optimizer"}
     assert resident["legacy"]["samples_per_s_wall"] > 0
-    files = sorted((folder / "gpu-train").iterdir())
-    assert len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
+    assert all(f.stat().st_size < 16 * 2**20 for f in (folder / "gpu-train").iterdir())
 
     report = (folder / "results.md").read_text()
     for heading in ("## environment", "## numerics", "## speed", "## serving", "## training burst",
