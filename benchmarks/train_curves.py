@@ -70,7 +70,7 @@ def plot(runs: list[pathlib.Path], select: pathlib.Path | None, out: pathlib.Pat
         # Long checkpoint labels overlap once there are more than a few bars: slant them.
         slant = {"rotation": 30, "ha": "right"} if len(scores) > 3 else {}
         ax2.set_xticks(range(len(scores)), labels, fontsize=8, **slant)
-        ax2.set_ylabel("validation NoC@90 (205 objects)")
+        ax2.set_ylabel(f"validation NoC@90 ({len(scores[0]['noc90'])} objects)")
         for i, m in enumerate(means):
             ax2.text(i, m, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
         ax2.set_title("clickmask select (lower is better)")
