@@ -555,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.legacy_child:
             legacy_child(TrainPlan(**changes), args.stage_dir, args.init_from, args.legacy_child)
         elif args.dry_run:
-            report = dry_run(args.out, None, args.resume, log=log, **changes)
+            report = dry_run(args.out, None, args.resume, log=log, init_from=args.init_from, **changes)
             print(markdown(report))
         else:
             report = run_train(TrainPlan(**changes), args.stage_dir, args.out, args.init_from, args.resume, log=log)

@@ -368,15 +368,12 @@ def _cmd_pack(args) -> int:
 
 
 def _cmd_shards_info(args) -> int:
-    from clickmask.export.shards import list_shards, read_shard_meta  # noqa: PLC0415
+    from clickmask.export.shards import describe_shards  # noqa: PLC0415
 
-    shards = list_shards(args.folder) if args.folder.is_dir() else []
-    if not shards:
+    lines = describe_shards(args.folder) if args.folder.is_dir() else []
+    if not lines:
         print(f"clickmask data shards-info: error: no shard-NNN.npz in {args.folder}; pack them with "
               "'clickmask data pack-shards --out DIR'", file=sys.stderr)
         return 2
-    for path in shards:
-        meta = read_shard_meta(path)
-        objects = sum(len(image["objects"]) for image in meta["images"])
-        print(f"{path.name}: {len(meta['images'])} images, {objects} objects, {path.stat().st_size / 2**20:.1f} MiB")
+    print("\n".join(lines))
     return 0

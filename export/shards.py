@@ -366,6 +366,17 @@ def run_pack(args: argparse.Namespace) -> PackResult:
                        int(args.max_mib * 2**20), args.seed, args.threads)
 
 
+def describe_shards(folder: str | pathlib.Path) -> list[str]:
+    """One line a shard of ``folder``: images, objects and MiB."""
+    lines = []
+    for path in list_shards(folder):
+        meta = read_shard_meta(path)
+        objects = sum(len(image["objects"]) for image in meta["images"])
+        lines.append(f"{path.name}: {len(meta['images'])} images, {objects} objects, "
+                     f"{path.stat().st_size / 2**20:.1f} MiB")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clickmask.export.shards", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -378,11 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pack":
             print(run_pack(args))
         else:
-            for path in list_shards(args.folder):
-                meta = read_shard_meta(path)
-                objects = sum(len(im["objects"]) for im in meta["images"])
-                print(f"{path.name}: {len(meta['images'])} images, {objects} objects, "
-                      f"{path.stat().st_size / 2**20:.1f} MiB")
+            print("\n".join(describe_shards(args.folder)))
     except (ShardError, FileNotFoundError, ValueError) as exc:
         print(f"shards: error: {exc}", file=sys.stderr)
         return 2
