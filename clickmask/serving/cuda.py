@@ -79,6 +79,15 @@ def contract_module(net: nn.Module, device: torch.device | str, precision: str =
 
 
 @dataclasses.dataclass
+def indexed_device(device: torch.device, current_index) -> torch.device:
+    """``device`` with its index filled in: ``torch.cuda.set_device`` refuses a bare ``cuda``
+    (torch 2.11 raised "Expected a torch.device with a specified index" on the first GPU run).
+    ``current_index`` is a callable giving the current CUDA device index."""
+    if device.type != "cuda" or device.index is not None:
+        return device
+    return torch.device("cuda", int(current_index()))
+
+
 class _Slot:
     """One stream's static device inputs and outputs, and its graphs, per bucket."""
 
@@ -103,7 +112,8 @@ class CudaPredictor:
                                      "no CUDA GPU: install a CUDA build of torch, or set device cpu and "
                                      "cuda_graphs false")
         if self.cuda:
-            torch.cuda.set_device(self.device)
+            self.device = indexed_device(self.device, torch.cuda.current_device)
+            torch.cuda.set_device(self.device)  # wants an index: plain "cuda" failed here on the H200
             torch.backends.cudnn.benchmark = True  # shapes are fixed per bucket: search once, in warm()
         self.module = contract_module(net, self.device, self.options.precision, self.options.channels_last)
         self._run = self.module

@@ -159,3 +159,15 @@ def test_cuda_graphs_and_compile_agree_with_eager_fp16_on_a_gpu():
     for out in (served(feeds), served({n: feeds[n][:1] for n in INPUT_NAMES})):
         diff = np.abs(out.astype(int) - eager[:len(out)].astype(int))
         assert diff.max() <= 3, diff.max()  # FP16 kernels differ between eager and compiled
+
+
+def test_indexed_device_fills_in_the_cuda_index():
+    """torch.cuda.set_device refused a bare "cuda" on the H200 (2026-12-04): the predictor now
+    resolves it to the current index first; explicit indexes and the CPU pass through."""
+    import torch
+
+    from clickmask.serving.cuda import indexed_device
+
+    assert indexed_device(torch.device("cuda"), lambda: 3) == torch.device("cuda", 3)
+    assert indexed_device(torch.device("cuda:1"), lambda: 3) == torch.device("cuda", 1)
+    assert indexed_device(torch.device("cpu"), lambda: 3) == torch.device("cpu")
