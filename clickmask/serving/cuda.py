@@ -78,7 +78,6 @@ def contract_module(net: nn.Module, device: torch.device | str, precision: str =
     return ContractModule(net, DTYPES[precision], channels_last).eval()
 
 
-@dataclasses.dataclass
 def indexed_device(device: torch.device, current_index) -> torch.device:
     """``device`` with its index filled in: ``torch.cuda.set_device`` refuses a bare ``cuda``
     (torch 2.11 raised "Expected a torch.device with a specified index" on the first GPU run).
@@ -88,6 +87,7 @@ def indexed_device(device: torch.device, current_index) -> torch.device:
     return torch.device("cuda", int(current_index()))
 
 
+@dataclasses.dataclass
 class _Slot:
     """One stream's static device inputs and outputs, and its graphs, per bucket."""
 
