@@ -46,6 +46,9 @@ DEFAULT_QUEUE_DELAY_US = 2000
 #: batches, about 0.9 s of work at the measured CPU capacity (~37 clicks/s).
 DEFAULT_MAX_QUEUE_SIZE = 32
 DEFAULT_QUEUE_TIMEOUT_US = 2_000_000
+DEFAULT_ALLOW_SPINNING: bool | None = None
+"""The embedded default's ONNX Runtime thread spinning (None: ONNX Runtime's default, on). Measured
+in ``benchmarks/serving_overhead.py``."""
 #: A GPU drains a queue an order of magnitude faster: the same 2 s bound holds more requests.
 GPU_MAX_QUEUE_SIZE = 256
 BACKENDS = ("python", "onnxruntime", "tensorrt", "torch-cuda")
@@ -169,7 +172,8 @@ def _python_backend(contract: Contract, comments: tuple[str, ...], batching: str
 def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
                   instance_count: int = 1, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US,
-                  dynamic_batching: bool = True, warmup: bool = True) -> str:
+                  dynamic_batching: bool = True, warmup: bool = True,
+                  allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:
     """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
 
     ``dynamic_batching=False`` leaves the batcher out (each request runs alone: the latency
@@ -179,15 +183,19 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     ``1/model.py`` reads ``input_size``, ``onnx_file`` and ``intra_op_threads``. Past
     ``max_queue_size`` queued requests, or after ``queue_timeout_us`` in the queue, Triton
     rejects a request at once instead of letting the queue grow (0 turns either off).
+    ``allow_spinning`` (None: ONNX Runtime's default, which spins) is written as the parameter
+    of the same name.
     """
     _check_count(instance_count)
     batching = (_batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us, max_queue_size,
                                 queue_timeout_us) if dynamic_batching else "")
+    params = {SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file, "intra_op_threads": str(intra_op_threads)}
+    if allow_spinning is not None:
+        params["allow_spinning"] = "1" if allow_spinning else "0"
     text = _python_backend(contract, (
         "clickmask: the embedded default. ONNX Runtime on the CPU inside Triton's Python backend.",
         "Tensor contract: ../../../shared/DESIGN.md (UINT8 in, UINT8 out, S advertised below).",
-    ), batching, f"{{ count: {instance_count}, kind: KIND_CPU }}",
-        {SIZE_PARAMETER: str(contract.size), "onnx_file": onnx_file, "intra_op_threads": str(intra_op_threads)})
+    ), batching, f"{{ count: {instance_count}, kind: KIND_CPU }}", params)
     if warmup:
         text += _warmup_block(contract.size, (1,))
     return text

@@ -107,6 +107,10 @@ class OnnxPredictor:
     path: pathlib.Path
     threads: int = 0
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    #: ONNX Runtime's worker threads busy-wait for work after a run (its default, None/True) or
+    #: sleep at once (False): spinning shaves a little off back-to-back runs on idle cores and
+    #: steals a core from everything else on a busy one (``benchmarks/serving_overhead.py``).
+    spinning: bool | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -122,6 +126,10 @@ class OnnxPredictor:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.spinning is not None:
+            flag = "1" if self.spinning else "0"
+            options.add_session_config_entry("session.intra_op.allow_spinning", flag)
+            options.add_session_config_entry("session.inter_op.allow_spinning", flag)
         self.session = ort.InferenceSession(str(self.path), options, providers=list(self.providers))
         shape = self.session.get_inputs()[0].shape
         self.size = int(shape[-1])

@@ -16,6 +16,19 @@ from clickmask.client.contract import SIZE_PARAMETER
 PREDICTORS = ("onnxruntime", "torch-cuda")
 
 
+def parse_spinning(value: str | None) -> bool | None:
+    """The config parameter ``allow_spinning``: ``1``/``true`` or ``0``/``false``; absent or
+    empty keeps ONNX Runtime's default (spinning)."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"config parameter allow_spinning {value!r} is not one of 0, 1, true, false")
+
+
 def load_predictor(params: Mapping[str, str], model_dir: str, device: str | None = None):
     """The ``InferFn`` of a model version folder ``model_dir`` (``.size`` is checked against
     ``input_size``). ``device`` is Triton's instance device (``cuda:N``) for ``torch-cuda``."""
@@ -25,7 +38,8 @@ def load_predictor(params: Mapping[str, str], model_dir: str, device: str | None
         from .batching import OnnxPredictor  # noqa: PLC0415
 
         source = os.path.join(model_dir, params.get("onnx_file", "model.onnx"))
-        predictor = OnnxPredictor(source, threads=int(params.get("intra_op_threads", "0")))
+        predictor = OnnxPredictor(source, threads=int(params.get("intra_op_threads", "0")),
+                                  spinning=parse_spinning(params.get("allow_spinning")))
         if predictor.size != size:
             raise ValueError(f"{source} takes {predictor.size}x{predictor.size} inputs but config.pbtxt "
                              f"advertises {SIZE_PARAMETER} {size}; re-export with --size {size}")

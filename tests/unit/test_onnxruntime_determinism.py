@@ -65,3 +65,11 @@ def test_onnxruntime_answers_do_not_depend_on_threads_or_batching(requests, thre
     assert 0 < np.count_nonzero(reference > 127) < reference.size  # a real answer, not a constant
     for name, answer in (("one at a time", singles), ("pairs", pairs), ("one batch", batch)):
         assert np.array_equal(answer, reference), f"{name} with {threads} threads differs from the reference"
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_thread_spinning_does_not_change_the_answers(requests, spinning):
+    """``allow_spinning`` (config parameter) only changes how idle worker threads wait."""
+    reference = OnnxPredictor(ONNX, threads=1).infer(_stack(requests))
+    answer = OnnxPredictor(ONNX, threads=2, spinning=spinning).infer(_stack(requests))
+    assert np.array_equal(answer, reference)

@@ -1,0 +1,211 @@
+"""Serving overhead: one request to the embedded server against the same ONNX file in-process.
+
+For each ONNX Runtime setting (thread spinning as ONNX Runtime ships it, and off), one run:
+
+* starts the embedded tritonserver on a copy of the model repository whose config carries the
+  setting, and opens the same ONNX file in-process with the same threads and setting;
+* builds one real request (the first GrabCut object, its first standard click, full view);
+* **alternated**: ``--pairs`` pairs, the order flipped every pair (server then in-process,
+  in-process then server, ...: ABBA), so neither side always runs right after the other;
+* **blocked**: ``--pairs`` server requests in a row, then as many in-process runs in a row.
+
+It prints the median and p90 of each side, and the ratio server / in-process of the medians,
+alternated and blocked. The two differ when the side that is idle still holds a core: ONNX
+Runtime's worker threads spin (busy-wait) after a run before they sleep, so on two cores an
+in-process session that has just run takes CPU away from the server's run that follows.
+
+    python -m clickmask.benchmarks.serving_overhead --pairs 150 --out benchmarks/results/serving-overhead.md
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from clickmask.machine import describe as describe_cpu
+
+SETTINGS = {"spinning": True, "no-spinning": False}
+
+
+@dataclasses.dataclass
+class Side:
+    times_ms: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.times_ms, 90))
+
+
+@dataclasses.dataclass
+class SettingResult:
+    setting: str
+    threads: int
+    alternated_server: Side
+    alternated_local: Side
+    blocked_server: Side
+    blocked_local: Side
+
+    def ratios(self) -> tuple[float, float]:
+        return (self.alternated_server.median / self.alternated_local.median,
+                self.blocked_server.median / self.blocked_local.median)
+
+
+def first_request(dataset: pathlib.Path, size: int) -> dict[str, np.ndarray]:
+    """The contract tensors of the first object's first standard click (full view)."""
+    from clickmask.client.clicker import next_click  # noqa: PLC0415
+    from clickmask.client.encoding import CropTransform, encode_inputs  # noqa: PLC0415
+    from clickmask.datasets import list_objects, load_object  # noqa: PLC0415
+
+    image, gt, ignore = load_object(list_objects(dataset, limit=1)[0])
+    click = next_click(gt, np.zeros_like(gt), ignore)
+    height, width = image.shape[:2]
+    return encode_inputs(image, [click], None, CropTransform(0, 0, width, height, size=size))
+
+
+def repository_with(source: pathlib.Path, threads: int, spinning: bool) -> pathlib.Path:
+    """A copy of the model repository whose config has these ONNX Runtime settings."""
+    from clickmask.export.model_config import Contract, onnx_input_size, python_config  # noqa: PLC0415
+
+    target = pathlib.Path(tempfile.mkdtemp(prefix="clickmask-overhead-"))
+    shutil.copytree(source / "clickmask", target / "clickmask", ignore=shutil.ignore_patterns("__pycache__"))
+    size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
+    (target / "clickmask" / "config.pbtxt").write_text(
+        python_config(Contract(size), intra_op_threads=threads, allow_spinning=spinning))
+    return target
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure(server_call, local_call, pairs: int, warmup: int = 5) -> tuple[Side, Side, Side, Side]:
+    """(alternated server, alternated local, blocked server, blocked local) times in ms."""
+    for _ in range(warmup):
+        server_call()
+        local_call()
+    alt_server, alt_local = [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            alt_server.append(_timed(server_call))
+            alt_local.append(_timed(local_call))
+        else:
+            alt_local.append(_timed(local_call))
+            alt_server.append(_timed(server_call))
+    time.sleep(0.5)
+    blocked_server = [_timed(server_call) for _ in range(pairs)]
+    time.sleep(0.5)
+    blocked_local = [_timed(local_call) for _ in range(pairs)]
+    return Side(alt_server), Side(alt_local), Side(blocked_server), Side(blocked_local)
+
+
+def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarray], threads: int, pairs: int,
+                base_port: int) -> SettingResult:
+    from clickmask.client import Client  # noqa: PLC0415
+    from clickmask.serving import OnnxPredictor  # noqa: PLC0415
+    from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
+
+    spinning = SETTINGS[name]
+    repo = repository_with(repository, threads, spinning)
+    local = OnnxPredictor(repo / "clickmask" / "1" / "model.onnx", threads=threads, spinning=spinning)
+    config = ServerConfig(model_repository=repo, grpc_port=base_port, http_port=base_port + 1,
+                          metrics_port=base_port + 2, startup_timeout_s=300)
+    try:
+        with TritonServer(config) as server, Client(server.grpc_url) as client:
+            out_server = client.infer(inputs)
+            out_local = local.infer(inputs)
+            if not np.array_equal(np.asarray(out_server).reshape(out_local.shape), out_local):
+                raise RuntimeError("the server and the in-process session disagree on the same request")
+            sides = measure(lambda: client.infer(inputs), lambda: local.infer(inputs), pairs)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+    return SettingResult(name, threads, *sides)
+
+
+def table(results: list[SettingResult]) -> str:
+    lines = ["| ORT setting | threads | order | server median ms | in-process median ms | server p90 ms | "
+             "in-process p90 ms | server / in-process |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for order, server, local in (("alternated (ABBA)", r.alternated_server, r.alternated_local),
+                                     ("blocked", r.blocked_server, r.blocked_local)):
+            lines.append(f"| {r.setting} | {r.threads} | {order} | {server.median:.1f} | {local.median:.1f} | "
+                         f"{server.p90:.1f} | {local.p90:.1f} | **{server.median / local.median:.2f}x** |")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from clickmask.datasets import default_root  # noqa: PLC0415
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415
+
+    p.add_argument("--model-repository", type=pathlib.Path, default=DEFAULT_MODEL_REPOSITORY,
+                   help="repository whose clickmask model is copied (default: the embedded one)")
+    p.add_argument("--dataset", type=pathlib.Path, default=default_root() / "GrabCut",
+                   help="the request is this set's first object (default: %(default)s)")
+    p.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS),
+                   help="ONNX Runtime settings to compare (default: all)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads on both sides (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=150, help="requests a side and order (default: %(default)s)")
+    p.add_argument("--base-port", type=int, default=8301, help="gRPC port; HTTP and metrics follow")
+    p.add_argument("--out", type=pathlib.Path, default=None, help="also write the table (.md) and JSON beside it")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.pairs < 10:
+        raise SystemExit("--pairs must be at least 10 for a median and p90")
+    if not args.dataset.is_dir():
+        raise SystemExit(f"--dataset {args.dataset} is not a folder; point it at GrabCut (images/ and masks/)")
+    from clickmask.export.model_config import onnx_input_size  # noqa: PLC0415
+
+    size = onnx_input_size(args.model_repository / "clickmask" / "1" / "model.onnx")
+    inputs = first_request(args.dataset, size)
+    header = (f"# Serving overhead: server vs in-process, same ONNX file and request\n\n"
+              f"CPU: {describe_cpu()}; {platform.python_version()}; {args.pairs} requests a side and order; "
+              f"S={size}.\n")
+    print(header, flush=True)
+    results = []
+    for i, name in enumerate(args.settings):
+        print(f"setting {name}: starting the server ...", flush=True)
+        results.append(run_setting(name, args.model_repository, inputs, args.threads, args.pairs,
+                                   args.base_port + 10 * i))
+        print(table(results[-1:]), flush=True)
+    text = header + "\n" + table(results) + "\n"
+    print("\n" + table(results))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        command = "python -m clickmask.benchmarks.serving_overhead " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k in ("pairs", "threads", "settings"))
+        args.out.write_text(text + f"\nCommand: `{command} --out {args.out}`\n")
+        args.out.with_suffix(".json").write_text(json.dumps({
+            "cpu": describe_cpu(), "pairs": args.pairs, "size": size,
+            "results": [{"setting": r.setting, "threads": r.threads,
+                         "alternated": {"server_ms": r.alternated_server.times_ms,
+                                        "local_ms": r.alternated_local.times_ms},
+                         "blocked": {"server_ms": r.blocked_server.times_ms, "local_ms": r.blocked_local.times_ms},
+                         "ratio_alternated": r.ratios()[0], "ratio_blocked": r.ratios()[1]} for r in results]},
+            indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
