@@ -60,6 +60,23 @@ def default_passes() -> dict[str, bool]:
                                 f"{DEFAULT_PASSES!r}")
     return dict(PASSES[name])
 
+FLIP_AUTO_THRESHOLD = 0.1
+"""``flip="auto"``: a pass is flip-averaged when the answer before it is uncertain: its pixels
+with probability between 0.2 and 0.8 number more than this fraction of its object pixels
+(``answer_uncertainty``). The answer before a click's first pass is the previous click's; before
+the refine pass, the first pass's. So the choice costs no extra round trip, and the first pass
+of a session's first click is never flipped."""
+UNCERTAIN_LEVELS = (51, 204)  # uint8 levels of probabilities 0.2 and 0.8
+
+
+def answer_uncertainty(output: np.ndarray) -> float:
+    """Pixels of a uint8 answer (its content region) with probability in [0.2, 0.8], as a fraction
+    of its object pixels (probability above 0.5; at least 1)."""
+    low, high = UNCERTAIN_LEVELS
+    uncertain = np.count_nonzero((output >= low) & (output <= high))
+    return uncertain / max(int(np.count_nonzero(output > 127)), 1)
+
+
 REFINE_MIN_GAIN = 1.5
 """``refine``: a second pass runs when the predicted object's zoom-in box is at least this many
 times smaller (longer side) than the crop the first pass saw, i.e. when the second pass sees
@@ -189,6 +206,7 @@ class _Pending:
     inputs: dict[str, np.ndarray]
     timestamp: float
     started: float
+    prior: np.ndarray | None = None  # content region of the answer before this pass (flip="auto")
 
 
 class _SessionCore:
@@ -205,7 +223,7 @@ class _SessionCore:
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         initial_mask: np.ndarray | Mask | None = None,
         max_undo: int = DEFAULT_MAX_UNDO,
-        flip: bool | int | None = None,
+        flip: bool | int | str | None = None,
         refine: bool | None = None,
         _seed: _State | None = None,
     ) -> None:
@@ -293,7 +311,11 @@ class _SessionCore:
                 crop = roi  # type: ignore[assignment]
         transform = CropTransform(*crop, size=self._size)
         inputs = encode_inputs(self._image, clicks, state.prob, transform)
-        return _Pending(click, clicks, roi, transform, inputs, timestamp, started)
+        prior = None
+        if state.output is not None:
+            rows, cols = state.transform.content_hw
+            prior = state.output[:rows, :cols]
+        return _Pending(click, clicks, roi, transform, inputs, timestamp, started, prior)
 
     def _check_output(self, output: object) -> np.ndarray:
         """The predictor's answer as uint8 [S, S], or InferenceError."""
@@ -309,7 +331,7 @@ class _SessionCore:
     def _passes(self, pending: _Pending) -> _Steps:
         """The model calls of one pass: one request, or with ``flip`` the request and its mirror,
         whose answers are averaged (the mirrored answer flipped back)."""
-        if self._flip is False or (self._flip is not True and len(pending.clicks) > self._flip):
+        if not self._flips(pending):
             (output,) = yield [pending.inputs]
             return pending, self._check_output(output)
         rows, cols = pending.transform.content_hw
@@ -318,6 +340,15 @@ class _SessionCore:
         output, back = self._check_output(output), _mirror(self._check_output(back), rows, cols)
         merged = (output.astype(np.uint16) + back + 1) // 2  # round half up
         return pending, merged.astype(np.uint8)
+
+    def _flips(self, pending: _Pending) -> bool:
+        """Whether this pass is flip-averaged (see ``flip`` in :class:`Session`)."""
+        flip = self._flip
+        if isinstance(flip, bool):
+            return flip
+        if isinstance(flip, int):
+            return len(pending.clicks) <= flip
+        return pending.prior is not None and answer_uncertainty(pending.prior) > _auto_threshold(flip)
 
     def _refined(self, output: np.ndarray, pending: _Pending) -> _Pending | None:
         """With ``refine``: a second pass on the zoom-in box of the first pass's mask, when that
@@ -335,7 +366,8 @@ class _SessionCore:
         if seen < REFINE_MIN_GAIN * max(box[2] - box[0], box[3] - box[1]):
             return None
         transform = CropTransform(*box, size=self._size)
-        return replace(pending, roi=box, transform=transform,
+        rows, cols = t.content_hw
+        return replace(pending, roi=box, transform=transform, prior=output[:rows, :cols],
                        inputs=encode_inputs(self._image, pending.clicks, prob, transform))
 
     def _steps(self, x: float, y: float, positive: bool) -> _Steps:
@@ -465,13 +497,31 @@ def _check_bool(value: object, name: str = "positive") -> bool:
     return bool(value)
 
 
-def _check_flip(value: object) -> bool | int:
-    """``flip``: a bool, or an int N >= 0 (the first N clicks; 0 is False)."""
+def _check_flip(value: object) -> bool | int | str:
+    """``flip``: a bool, an int N >= 0 (the first N clicks; 0 is False), or ``"auto"`` /
+    ``"auto:T"`` (passes after an uncertain answer; T defaults to ``FLIP_AUTO_THRESHOLD``),
+    returned as ``"auto:T"``."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)) and value >= 0:
         return int(value) if value > 0 else False
-    raise InvalidInputError(f"expected flip as a bool or a number of first clicks >= 0, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return f"auto:{FLIP_AUTO_THRESHOLD:g}"
+        if text.startswith("auto:"):
+            try:
+                threshold = float(text[5:])
+            except ValueError:
+                threshold = -1.0
+            if threshold >= 0:
+                return f"auto:{threshold:g}"
+    raise InvalidInputError(f"expected flip as a bool, a number of first clicks >= 0, 'auto' or 'auto:T' "
+                            f"(T >= 0, the uncertain fraction above which a pass is flipped), got {value!r}")
+
+
+def _auto_threshold(flip: str) -> float:
+    return float(flip.partition(":")[2])
 
 
 def resolve_passes(options: dict) -> dict[str, bool | int]:
@@ -507,7 +557,9 @@ class Session(_SessionCore):
             default: on; ``fast``: off), see :data:`PASSES_ENV`.
         flip: also run the request mirrored left-right and average the two answers
             (test-time flip averaging: two model calls a pass). True: every click; an int N:
-            the first N clicks only (where the mask is coarsest), so it costs little on average.
+            the first N clicks only (where the mask is coarsest), so it costs little on average;
+            ``"auto"`` (or ``"auto:T"``): only passes that follow an uncertain answer (see
+            ``FLIP_AUTO_THRESHOLD``), decided before the request leaves, so no extra round trip.
         refine: after a pass whose crop is much larger than the object it found (the first
             click, at full view), run a second pass on that object's zoom-in box, with the
             first pass's answer as the previous mask (see ``REFINE_MIN_GAIN``).

@@ -27,6 +27,7 @@ from clickmask.datasets import read_object_list
 from clickmask.machine import describe as describe_cpu
 
 from clickmask.client.session import resolve_passes
+from clickmask.client.errors import InvalidInputError
 
 from .val_list import DEFAULT_LIST
 
@@ -64,11 +65,12 @@ def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, thread
             parity = export_int8(onnx_path, int8_path, data_root, val_list, threads=threads, check=True,
                                  keep_failed=True)
             onnx_path = int8_path
-        predictor = LocalPredictor(onnx_path, threads=threads)
+        predictor = CountingPredictor(LocalPredictor(onnx_path, threads=threads))
         start = time.perf_counter()
         runs = evaluate(predictor, objects, max_clicks=max_clicks, progress=progress,
                         desc=checkpoint.name, stop_iou=0.90, **(session_options or {}))
     seconds = [s for r in runs for s in r.seconds if s > 0]
+    clicks = max(len(seconds), 1)  # clicks placed (a zero time is a click the clicker had no need for)
     return {
         "checkpoint": str(checkpoint), "size": size, "step": config.get("step"), "int8": int8,
         **({"int8_parity": parity.as_dict()} if parity is not None else {}),
@@ -77,7 +79,32 @@ def score_checkpoint(checkpoint: pathlib.Path, objects, size: int | None, thread
         "failed90": [r.failed(0.90) for r in runs],
         "seconds_per_click": float(np.mean(seconds)) if seconds else 0.0,
         "wall_seconds": time.perf_counter() - start,
+        "images_per_click": predictor.images / clicks, "requests_per_click": predictor.requests / clicks,
     }
+
+
+class CountingPredictor:
+    """A predictor that counts what it is asked: round trips (``requests``) and network inputs
+    (``images``; a flip pair is one request of two images). Their ratio to clicks is the cost of a
+    session's passes."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.size, self.requests, self.images = inner, inner.size, 0, 0
+
+    def infer(self, inputs):
+        self.requests += 1
+        self.images += 1
+        return self.inner.infer(inputs)
+
+    def infer_batch(self, requests):
+        self.requests += 1
+        self.images += len(requests)
+        return self.inner.infer_batch(requests)
+
+    def session(self, image, **options):
+        from clickmask.client.session import Session  # noqa: PLC0415
+
+        return Session(self, image, **options)
 
 
 def paired(base: np.ndarray, cand: np.ndarray, rounds: int = 2000, seed: int = 0) -> dict:
@@ -113,7 +140,7 @@ def comparison_table(scores: list[dict], focus: tuple[str, ...] = DEFAULT_FOCUS)
     in_focus = np.array([k.split("/", 1)[0] in focus for k in base["objects"]])
     focus_head = [f"Δ on {'+'.join(focus)} ({int(in_focus.sum())})"] if in_focus.any() and not in_focus.all() else []
     head = ["checkpoint", "S", "precision", "session", "NoC@90", "fail@90", "Δ vs first [95% CI]", "wins/losses", *focus_head,
-            *sets, "s/click"]
+            *sets, "s/click", "images/click"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in scores:
         p = paired(np.array(base["noc90"]), np.array(s["noc90"]))
@@ -130,19 +157,29 @@ def comparison_table(scores: list[dict], focus: tuple[str, ...] = DEFAULT_FOCUS)
                                          f"{np.mean(s['noc90']):.2f}", str(sum(s["failed90"])), delta, wl,
                                          *focus_cell,
                                          *(f"{per_set[k]:.2f}" for k in sets),
-                                         f"{1000 * s['seconds_per_click']:.0f} ms"]) + " |")
+                                         f"{1000 * s['seconds_per_click']:.0f} ms",
+                                         f"{s['images_per_click']:.2f}" if "images_per_click" in s else "-"]) + " |")
     return "\n".join(lines)
 
 
-def _switch(values: list[str] | None) -> list[bool | int | None]:
-    """``--flip on off 2`` -> [True, False, 2]; not given -> [None] (the Session's default)."""
-    return [None] if not values else [v == "on" if v in ("on", "off") else int(v) for v in values]
+def _switch(values: list[str] | None) -> list[bool | int | str | None]:
+    """``--flip on off 2 auto:0.1`` -> [True, False, 2, "auto:0.1"]; not given -> [None] (the
+    Session's default)."""
+    if not values:
+        return [None]
+    return [v == "on" if v in ("on", "off") else v if v.startswith("auto") else int(v) for v in values]
 
 
 def _on_off_or_count(value: str) -> str:
     if value in ("on", "off") or (value.isdigit() and int(value) > 0):
         return value
-    raise argparse.ArgumentTypeError(f"expected on, off or a number of first clicks, got {value!r}")
+    if value.startswith("auto"):
+        try:
+            resolve_passes({"flip": value, "refine": False})
+        except InvalidInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+    raise argparse.ArgumentTypeError(f"expected on, off, a number of first clicks or auto[:T], got {value!r}")
 
 
 ZOOM_OPTIONS = {"expansion_ratio": "expansion", "min_crop_size": "min crop"}
@@ -176,7 +213,7 @@ def session_label(options: dict) -> str:
     nothing is set."""
     if not options:
         return "default"
-    passes = [k if v is True else f"no {k}" if v is False else f"{k} first {v}"
+    passes = [k if v is True else f"no {k}" if v is False else f"{k} {v}" if isinstance(v, str) else f"{k} first {v}"
               for k, v in sorted(options.items()) if k not in ZOOM_OPTIONS]
     zoom = [f"{ZOOM_OPTIONS[k]} {options[k]:g}" for k in ZOOM_OPTIONS if options.get(k) is not None]
     return "+".join(passes + zoom)
@@ -216,8 +253,9 @@ def add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
                    help="fp32: the exported file; int8: its int8 QDQ file (clickmask export int8, late scope), "
                         "as served with the int8 repository. Several: each checkpoint in each (default: fp32)")
-    p.add_argument("--flip", nargs="+", type=_on_off_or_count, default=None, metavar="{on,off,N}",
-                   help="Session(flip=...): test-time flip averaging on every click, none, or the first N. "
+    p.add_argument("--flip", nargs="+", type=_on_off_or_count, default=None, metavar="{on,off,N,auto[:T]}",
+                   help="Session(flip=...): test-time flip averaging on every click, none, the first N, or passes "
+                        "after an uncertain answer (auto, auto:T). "
                         "Several: each checkpoint in each (default: the Session's default)")
     p.add_argument("--refine", nargs="+", choices=("on", "off"), default=None,
                    help="Session(refine=...): a second pass on the object's box after a full-view pass. "

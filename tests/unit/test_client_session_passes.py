@@ -184,7 +184,7 @@ def test_flip_values(value, expected):
 
 @pytest.mark.parametrize("value", [-1, 1.5, "2"])
 def test_bad_flip_values_are_refused(value):
-    with pytest.raises(InvalidInputError, match="expected flip as a bool or a number of first clicks"):
+    with pytest.raises(InvalidInputError, match="expected flip as a bool, a number of first clicks"):
         Session(FakeNetwork(), make_image(), flip=value)
 
 
@@ -271,3 +271,57 @@ def test_in_process_predictor_batches_the_flip_pair_with_the_same_answers(local_
         masks[name] = [session.click(x, y, positive=p).array for x, y, p in clicks]
     for a, b in zip(masks["batched"], masks["single"]):
         assert np.count_nonzero(a != b) <= 0.001 * a.size
+
+
+class ConstantNetwork:
+    """Answers every request with one uint8 level everywhere."""
+
+    size = SIZE
+
+    def __init__(self, level: int) -> None:
+        self.level, self.calls = level, []
+
+    def infer(self, inputs):
+        self.calls.append(inputs)
+        return np.full((1, SIZE, SIZE), self.level, np.uint8)
+
+
+def test_answer_uncertainty_counts_the_middle_band_against_the_object():
+    from clickmask.client.session import answer_uncertainty
+
+    crisp = np.zeros((10, 10), np.uint8)
+    crisp[:5] = 255
+    assert answer_uncertainty(crisp) == 0.0
+    soft = crisp.copy()
+    soft[5] = 150  # a band of 10 uncertain pixels (they count as object too: p > 0.5)
+    assert answer_uncertainty(soft) == pytest.approx(10 / 60)
+    assert answer_uncertainty(np.zeros((4, 4), np.uint8)) == 0.0
+    assert answer_uncertainty(np.full((4, 4), 100, np.uint8)) == 16.0  # nothing sure: all uncertain
+
+
+@pytest.mark.parametrize("level, expected_calls", [(255, [1, 1, 1]), (0, [1, 1, 1]), (150, [1, 2, 2])])
+def test_flip_auto_flips_only_after_an_uncertain_answer(level, expected_calls):
+    network = ConstantNetwork(level)
+    session = Session(network, make_image(240, 320), flip="auto")
+    calls = []
+    for x, y in ((100, 50), (110, 55), (120, 60)):
+        before = len(network.calls)
+        session.click(x, y)
+        calls.append(len(network.calls) - before)
+    assert calls == expected_calls  # the first click has no answer before it: never flipped
+    assert session.passes["flip"] == "auto:0.1"
+
+
+def test_flip_auto_threshold_is_part_of_the_option():
+    network = ConstantNetwork(150)
+    session = Session(network, make_image(240, 320), flip="auto:50")
+    session.click(100, 50)
+    session.click(110, 55)  # uncertainty 1.0 is under 50: no flip
+    assert len(network.calls) == 2
+    assert session.passes["flip"] == "auto:50"
+
+
+@pytest.mark.parametrize("value", ["auto:", "auto:-1", "auto:x", "sometimes"])
+def test_bad_flip_auto_values_are_refused(value):
+    with pytest.raises(InvalidInputError, match="'auto' or 'auto:T'"):
+        Session(FakeNetwork(), make_image(), flip=value)
