@@ -30,9 +30,10 @@ def add_eval_parser(sub) -> None:
     source.add_argument("--onnx", type=pathlib.Path, default=None, help=f"ONNX file (default: {DEFAULT_ONNX})")
     p.add_argument("--workers", type=int, default=1, help="concurrent sessions (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads in-process (0: its default)")
-    p.add_argument("--passes", choices=("fast", "accurate"), default=None,
-                   help="fast: one model call a click; accurate: --flip --refine (fewer clicks, about twice "
-                        "the compute). Default: $CLICKMASK_PASSES, else accurate; --flip/--refine override it")
+    p.add_argument("--passes", choices=("fast", "balanced", "accurate"), default=None,
+                   help="fast: one model call a click; balanced: --refine (a second pass on the object's box, "
+                        "mostly on the first click); accurate: --flip --refine (about twice the compute). "
+                        "Default: $CLICKMASK_PASSES, else balanced; --flip/--refine override it")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="Session(flip=...): average every answer with the mirrored request's "
                         "(default: the Session's default)")

@@ -214,18 +214,57 @@ def preflight(url: str, dataset: pathlib.Path, clicks: int = 4) -> None:
         run_protocol(client.session(image), gt, ignore, max_clicks=clicks)
 
 
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A served default to compare: the client's passes (``CLICKMASK_PASSES``) and the
+    embedded server's ONNX Runtime settings (None: the repository's config as it is)."""
+
+    passes: str | None
+    config: dict | None
+    about: str
+
+
+#: ``--compare`` choices. ``session9`` is the default as it shipped until session 9: accurate
+#: passes, two intra-op threads with ONNX Runtime's spinning threads.
+PROFILES = {
+    "default": Profile(None, None, "the client's default passes and the repository's config as shipped"),
+    "session9": Profile("accurate", {"intra_op_threads": 2, "allow_spinning": None, "queue_delay_us": 2000},
+                        "accurate passes (flip + refine), 2 spinning ONNX Runtime threads, 2 ms batching delay"),
+    "accurate": Profile("accurate", None, "accurate passes, the shipped config"),
+    "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
+                             "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
+    "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
+}
+
+
+def profile_repository(source: pathlib.Path, config: dict) -> pathlib.Path:
+    """A copy of the repository ``source`` whose embedded model runs with ``config``
+    (``python_config`` keywords)."""
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from clickmask.export.model_config import Contract, onnx_input_size, python_config  # noqa: PLC0415
+
+    target = pathlib.Path(tempfile.mkdtemp(prefix="clickmask-profile-"))
+    shutil.copytree(source / "clickmask", target / "clickmask", ignore=shutil.ignore_patterns("__pycache__"))
+    size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
+    (target / "clickmask" / "config.pbtxt").write_text(python_config(Contract(size), **config))
+    return target
+
+
 class _Target:
     """The server under test: ``--url``, or an embedded tritonserver with ``--start-server``."""
 
-    def __init__(self, args, out: pathlib.Path):
+    def __init__(self, args, out: pathlib.Path, repository: pathlib.Path | None = None):
         self.args, self.out, self.server = args, out, None
+        self.repository = repository or args.model_repository
 
     def __enter__(self) -> str:
         if not self.args.start_server:
             return self.args.url
         from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
-        config = ServerConfig(model_repository=self.args.model_repository, grpc_port=_free_port(),
+        config = ServerConfig(model_repository=self.repository, grpc_port=_free_port(),
                               http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300)
         self.server = TritonServer(config, log_path=self.out / "tritonserver.log")
         LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)
@@ -288,6 +327,51 @@ def _find_capacity(args, url: str) -> int:
     return 0 if capacity else GATE_FAILED
 
 
+def _compare(args) -> int:
+    """``--find-capacity`` once per ``--compare`` profile, in one run; a side-by-side table."""
+    import shutil  # noqa: PLC0415
+
+    from clickmask.client.session import PASSES_ENV  # noqa: PLC0415
+
+    root, found = args.out, {}
+    saved = os.environ.get(PASSES_ENV)
+    for name in args.compare:
+        profile = PROFILES[name]
+        repository = profile_repository(args.model_repository, profile.config) if profile.config else None
+        if profile.passes:
+            os.environ[PASSES_ENV] = profile.passes
+        elif saved is None:
+            os.environ.pop(PASSES_ENV, None)
+        else:
+            os.environ[PASSES_ENV] = saved
+        print(f"\n== {name}: {profile.about}", flush=True)
+        args.out = root / name
+        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            with _Target(args, args.out, repository) as url:
+                preflight(url, args.dataset)
+                _find_capacity(args, url)
+        finally:
+            args.out = root
+            if repository is not None:
+                shutil.rmtree(repository, ignore_errors=True)
+        found[name] = json.loads((root / name / "capacity.json").read_text())["capacity_users"]
+    if saved is None:
+        os.environ.pop(PASSES_ENV, None)
+    else:
+        os.environ[PASSES_ENV] = saved
+    first = args.compare[0]
+    lines = ["| profile | what | annotators at p95 <= %g ms | vs %s |" % (args.p95_ms, first), "|---|---|---|---|"]
+    for name in args.compare:
+        ratio = (f"{found[name] / found[first]:.2f}x" if found[name] and found[first] else "-")
+        lines.append(f"| {name} | {PROFILES[name].about} | {found[name] or 'none'} | {ratio} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    (root / "compare.md").write_text(text + f"\n\nmachine: {_machine()}\n")
+    (root / "compare.json").write_text(json.dumps({"machine": _machine(), "capacity_users": found}, indent=2) + "\n")
+    return 0 if all(found.values()) else GATE_FAILED
+
+
 def _capacity(results: list[RunResult], p95_ms: float) -> int | None:
     """The largest user count that held, below every count that did not."""
     failed = [r.users for r in results if not r.holds(p95_ms)]
@@ -315,6 +399,11 @@ def run(args) -> int:
     if not (args.dataset / "images").is_dir():
         raise InvalidInputError(f"{args.dataset} is not a dataset folder (images/ and masks/); pass --dataset DIR")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        if not (args.find_capacity and args.start_server):
+            raise InvalidInputError("--compare starts one server per profile: use it with --start-server and "
+                                    "--find-capacity")
+        return _compare(args)
     with _Target(args, args.out) as url:
         preflight(url, args.dataset)
         return _find_capacity(args, url) if args.find_capacity else _single(args, url)
@@ -354,6 +443,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="step the users up (--steps) and report the largest count that holds the gate")
     gate.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS),
                       help="user counts for --find-capacity, stopping at the first that fails (default: %(default)s)")
+    gate.add_argument("--compare", nargs="+", choices=sorted(PROFILES), default=None, metavar="PROFILE",
+                      help="with --find-capacity and --start-server: find the capacity of each profile in one "
+                           "run, side by side (" + "; ".join(f"{k}: {v.about}" for k, v in PROFILES.items()) + ")")
     gate.add_argument("--refine", type=int, default=0,
                       help="extra runs bisecting between the last count that held and the first that failed")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("loadtest-results"),

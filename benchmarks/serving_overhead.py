@@ -1,6 +1,6 @@
 """Serving overhead: one request to the embedded server against the same ONNX file in-process.
 
-For each ONNX Runtime setting (thread spinning as ONNX Runtime ships it, and off), one run:
+For each setting (ONNX Runtime's thread spinning on and off; Triton's batching delay 2 ms and 0), one run:
 
 * starts the embedded tritonserver on a copy of the model repository whose config carries the
   setting, and opens the same ONNX file in-process with the same threads and setting;
@@ -32,7 +32,12 @@ import numpy as np
 
 from clickmask.machine import describe as describe_cpu
 
-SETTINGS = {"spinning": True, "no-spinning": False}
+#: name -> ``python_config`` keywords of the served side; the in-process side takes the same spinning.
+SETTINGS = {
+    "spinning": {"allow_spinning": True},
+    "no-spinning": {"allow_spinning": False},
+    "no-spinning-no-delay": {"allow_spinning": False, "queue_delay_us": 0},
+}
 
 
 @dataclasses.dataclass
@@ -56,6 +61,10 @@ class SettingResult:
     alternated_local: Side
     blocked_server: Side
     blocked_local: Side
+    #: Triton's own account of the blocked server requests, mean ms a request: ``request`` (from
+    #: arrival to response), ``queue``, ``input``, ``infer`` (the Python backend's execute: our
+    #: adapter, validation and the ONNX Runtime run), ``output``.
+    triton_ms: dict = dataclasses.field(default_factory=dict)
 
     def ratios(self) -> tuple[float, float]:
         return (self.alternated_server.median / self.alternated_local.median,
@@ -74,7 +83,7 @@ def first_request(dataset: pathlib.Path, size: int) -> dict[str, np.ndarray]:
     return encode_inputs(image, [click], None, CropTransform(0, 0, width, height, size=size))
 
 
-def repository_with(source: pathlib.Path, threads: int, spinning: bool) -> pathlib.Path:
+def repository_with(source: pathlib.Path, threads: int, setting: dict) -> pathlib.Path:
     """A copy of the model repository whose config has these ONNX Runtime settings."""
     from clickmask.export.model_config import Contract, onnx_input_size, python_config  # noqa: PLC0415
 
@@ -82,8 +91,34 @@ def repository_with(source: pathlib.Path, threads: int, spinning: bool) -> pathl
     shutil.copytree(source / "clickmask", target / "clickmask", ignore=shutil.ignore_patterns("__pycache__"))
     size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
     (target / "clickmask" / "config.pbtxt").write_text(
-        python_config(Contract(size), intra_op_threads=threads, allow_spinning=spinning))
+        python_config(Contract(size), intra_op_threads=threads, **setting))
     return target
+
+
+STAT_FIELDS = {"request": "success", "queue": "queue", "input": "compute_input", "infer": "compute_infer",
+               "output": "compute_output"}
+
+
+def triton_stats(url: str) -> dict[str, tuple[int, int]]:
+    """Triton's cumulative (count, ns) per stage for the clickmask model."""
+    import tritonclient.grpc as grpcclient  # noqa: PLC0415
+
+    raw = grpcclient.InferenceServerClient(url)
+    try:
+        stats = raw.get_inference_statistics("clickmask").model_stats[0].inference_stats
+        return {name: (int(getattr(stats, field).count), int(getattr(stats, field).ns))
+                for name, field in STAT_FIELDS.items()}
+    finally:
+        raw.close()
+
+
+def stats_delta(before: dict, after: dict) -> dict[str, float]:
+    """Mean ms a request per stage between two ``triton_stats`` readings."""
+    out = {}
+    for name in STAT_FIELDS:
+        count = after[name][0] - before[name][0]
+        out[name] = (after[name][1] - before[name][1]) / count / 1e6 if count else float("nan")
+    return out
 
 
 def _timed(fn) -> float:
@@ -92,8 +127,10 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def measure(server_call, local_call, pairs: int, warmup: int = 5) -> tuple[Side, Side, Side, Side]:
-    """(alternated server, alternated local, blocked server, blocked local) times in ms."""
+def measure(server_call, local_call, pairs: int, warmup: int = 5, stats=None) -> tuple[Side, Side, Side, Side, dict]:
+    """(alternated server, alternated local, blocked server, blocked local) times in ms, and
+    Triton's per-stage means over the blocked server requests (``stats``: a ``triton_stats``
+    reader; None: none)."""
     for _ in range(warmup):
         server_call()
         local_call()
@@ -106,10 +143,12 @@ def measure(server_call, local_call, pairs: int, warmup: int = 5) -> tuple[Side,
             alt_local.append(_timed(local_call))
             alt_server.append(_timed(server_call))
     time.sleep(0.5)
+    before = stats() if stats else None
     blocked_server = [_timed(server_call) for _ in range(pairs)]
+    triton = stats_delta(before, stats()) if stats else {}
     time.sleep(0.5)
     blocked_local = [_timed(local_call) for _ in range(pairs)]
-    return Side(alt_server), Side(alt_local), Side(blocked_server), Side(blocked_local)
+    return Side(alt_server), Side(alt_local), Side(blocked_server), Side(blocked_local), triton
 
 
 def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarray], threads: int, pairs: int,
@@ -118,25 +157,41 @@ def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarra
     from clickmask.serving import OnnxPredictor  # noqa: PLC0415
     from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
-    spinning = SETTINGS[name]
-    repo = repository_with(repository, threads, spinning)
-    local = OnnxPredictor(repo / "clickmask" / "1" / "model.onnx", threads=threads, spinning=spinning)
+    setting = SETTINGS[name]
+    repo = repository_with(repository, threads, setting)
+    local = OnnxPredictor(repo / "clickmask" / "1" / "model.onnx", threads=threads,
+                          spinning=setting["allow_spinning"])
     config = ServerConfig(model_repository=repo, grpc_port=base_port, http_port=base_port + 1,
                           metrics_port=base_port + 2, startup_timeout_s=300)
     try:
-        with TritonServer(config) as server, Client(server.grpc_url) as client:
+        with TritonServer(config) as server, Client(config.grpc_url) as client:
             out_server = client.infer(inputs)
             out_local = local.infer(inputs)
             if not np.array_equal(np.asarray(out_server).reshape(out_local.shape), out_local):
                 raise RuntimeError("the server and the in-process session disagree on the same request")
-            sides = measure(lambda: client.infer(inputs), lambda: local.infer(inputs), pairs)
+            sides = measure(lambda: client.infer(inputs), lambda: local.infer(inputs), pairs,
+                            stats=lambda: triton_stats(config.grpc_url))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
     return SettingResult(name, threads, *sides)
 
 
+def triton_table(results: list[SettingResult]) -> str:
+    """Where a blocked server request's time goes, by Triton's statistics (mean ms)."""
+    lines = ["| setting | client median ms | Triton: request | queue | input | infer (adapter + ORT) | output | "
+             "outside Triton (gRPC, client) | infer - in-process median |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r.triton_ms
+        if not t:
+            continue
+        lines.append(f"| {r.setting} | {r.blocked_server.median:.1f} | {t['request']:.1f} | {t['queue']:.2f} | "
+                     f"{t['input']:.2f} | {t['infer']:.1f} | {t['output']:.2f} | "
+                     f"{r.blocked_server.median - t['request']:.1f} | {t['infer'] - r.blocked_local.median:+.1f} |")
+    return "\n".join(lines)
+
+
 def table(results: list[SettingResult]) -> str:
-    lines = ["| ORT setting | threads | order | server median ms | in-process median ms | server p90 ms | "
+    lines = ["| setting | threads | order | server median ms | in-process median ms | server p90 ms | "
              "in-process p90 ms | server / in-process |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for order, server, local in (("alternated (ABBA)", r.alternated_server, r.alternated_local),
@@ -181,8 +236,9 @@ def run(args: argparse.Namespace) -> int:
         results.append(run_setting(name, args.model_repository, inputs, args.threads, args.pairs,
                                    args.base_port + 10 * i))
         print(table(results[-1:]), flush=True)
-    text = header + "\n" + table(results) + "\n"
-    print("\n" + table(results))
+    text = header + "\n" + table(results) + "\n\nWhere the blocked server requests' time goes (Triton's statistics):\n\n" \
+        + triton_table(results) + "\n"
+    print("\n" + table(results) + "\n\n" + triton_table(results))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m clickmask.benchmarks.serving_overhead " + " ".join(
@@ -195,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
                          "alternated": {"server_ms": r.alternated_server.times_ms,
                                         "local_ms": r.alternated_local.times_ms},
                          "blocked": {"server_ms": r.blocked_server.times_ms, "local_ms": r.blocked_local.times_ms},
-                         "ratio_alternated": r.ratios()[0], "ratio_blocked": r.ratios()[1]} for r in results]},
+                         "ratio_alternated": r.ratios()[0], "ratio_blocked": r.ratios()[1],
+                         "triton_ms": r.triton_ms} for r in results]},
             indent=1))
     return 0
 

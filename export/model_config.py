@@ -46,9 +46,14 @@ DEFAULT_QUEUE_DELAY_US = 2000
 #: batches, about 0.9 s of work at the measured CPU capacity (~37 clicks/s).
 DEFAULT_MAX_QUEUE_SIZE = 32
 DEFAULT_QUEUE_TIMEOUT_US = 2_000_000
-DEFAULT_ALLOW_SPINNING: bool | None = None
-"""The embedded default's ONNX Runtime thread spinning (None: ONNX Runtime's default, on). Measured
-in ``benchmarks/serving_overhead.py``."""
+DEFAULT_ALLOW_SPINNING: bool | None = False
+"""The embedded default's ONNX Runtime thread spinning: off since session 10. Spinning workers
+hold a core after each run, which on two cores slows whatever runs next (gRPC, the Python
+backend, the load generator); ``benchmarks/serving_overhead.py`` measures it."""
+EMBEDDED_QUEUE_DELAY_US = 0
+"""The embedded default's batching delay (since session 10; 2 ms before): one CPU instance is
+busy for ~20 ms a run, so requests that arrive meanwhile queue and are batched anyway, and a
+lone request need not wait (``benchmarks/serving_overhead.py``: about 1 ms of the served path)."""
 #: A GPU drains a queue an order of magnitude faster: the same 2 s bound holds more requests.
 GPU_MAX_QUEUE_SIZE = 256
 BACKENDS = ("python", "onnxruntime", "tensorrt", "torch-cuda")
@@ -170,7 +175,7 @@ def _python_backend(contract: Contract, comments: tuple[str, ...], batching: str
 
 # -------------------------------------------------------------------------------- generators
 def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
-                  instance_count: int = 1, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+                  instance_count: int = 1, queue_delay_us: int = EMBEDDED_QUEUE_DELAY_US,
                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US,
                   dynamic_batching: bool = True, warmup: bool = True,
                   allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:

@@ -126,3 +126,36 @@ def test_int8_benchmark_prints_fp32_and_both_scopes(capsys):
             for line in out.splitlines() if line.startswith(("fp32", "int8"))}
     assert set(rows) == {"fp32", "int8 late", "int8 all"}
     assert rows["fp32"].split()[3] == "1.00" and "parity" in rows["int8 late"]
+
+
+def test_select_counts_images_and_requests_a_click_and_takes_flip_auto(tmp_path):
+    from clickmask.cli import main
+
+    checkpoint = pathlib.Path("export/checkpoints/clickmask-lite0.pt")
+    assert main(["select", str(checkpoint), "--flip", "off", "on", "auto:0.5", "--refine", "off",
+                 "--limit", "3", "--out", str(tmp_path)]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    off, on, auto = scores
+    assert off["images_per_click"] == off["requests_per_click"] == 1.0
+    assert on["images_per_click"] == 2.0 and on["requests_per_click"] == 1.0  # the pair is one batch
+    assert 1.0 <= auto["images_per_click"] <= 2.0 and auto["session_options"]["flip"] == "auto:0.5"
+    table = (tmp_path / "table.md").read_text()
+    assert "images/click" in table and "| flip auto:0.5+no refine |" in table
+
+
+def test_serving_overhead_benchmark_alternates_and_reads_tritons_stages(datasets_dir, tmp_path, capsys):
+    from clickmask.benchmarks import serving_overhead
+
+    out = tmp_path / "overhead.md"
+    assert serving_overhead.main(["--settings", "no-spinning", "--pairs", "10", "--dataset",
+                                  str(datasets_dir / "GrabCut"), "--base-port", str(free_port()),
+                                  "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())["results"][0]
+    assert len(result["alternated"]["server_ms"]) == len(result["blocked"]["local_ms"]) == 10
+    assert result["ratio_alternated"] > 0 and result["ratio_blocked"] > 0
+    stages = result["triton_ms"]
+    assert set(stages) == {"request", "queue", "input", "infer", "output"}
+    assert 0 < stages["infer"] <= stages["request"]  # the ONNX Runtime run happens inside the request
+    text = out.read_text()
+    assert "alternated (ABBA)" in text and "outside Triton" in text
+    assert "CPU: " in text  # the machine is named

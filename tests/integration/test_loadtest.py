@@ -73,3 +73,36 @@ def test_capacity_is_the_largest_count_that_held_below_every_count_that_failed()
     assert _capacity(runs, 300) == 16
     assert _capacity([_run(4, 100), _run(8, 100, failures=1)], 300) == 4
     assert _capacity([_run(4, 400)], 300) is None
+
+
+def test_compare_finds_each_profiles_capacity_in_one_run(grabcut_dir, tmp_path):
+    """--compare: one embedded server per profile (session9 gets its own config), a side-by-side table."""
+    out = tmp_path / "compare"
+    result = _loadtest(["--start-server", "--find-capacity", "--compare", "session9", "default", "--steps", "2",
+                        "--p95-ms", "60000", "--dataset", str(grabcut_dir), "--out", str(out), "--duration", "3",
+                        "--think-min", "0.05", "--think-max", "0.2", "--images", "3"], timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found = json.loads((out / "compare.json").read_text())["capacity_users"]
+    assert found == {"session9": 2, "default": 2}
+    table = (out / "compare.md").read_text()
+    assert "| session9 |" in table and "| default |" in table and "1.00x" in table
+    for name in ("session9", "default"):
+        assert (out / name / "capacity.json").is_file() and (out / name / "tritonserver.log").is_file()
+
+
+def test_compare_needs_its_own_servers(grabcut_dir, tmp_path):
+    result = _loadtest(["--url", "127.0.0.1:1", "--compare", "session9", "--dataset", str(grabcut_dir),
+                        "--out", str(tmp_path)])
+    assert result.returncode == 2
+    assert "--compare starts one server per profile" in result.stderr
+
+
+def test_profile_repository_writes_the_profile_config(tmp_path):
+    from clickmask.benchmarks.loadtest import profile_repository
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY
+
+    repository = profile_repository(DEFAULT_MODEL_REPOSITORY, {"intra_op_threads": 1, "allow_spinning": False})
+    config = (repository / "clickmask" / "config.pbtxt").read_text()
+    assert 'key: "allow_spinning" value { string_value: "0" }' in config
+    assert 'key: "intra_op_threads" value { string_value: "1" }' in config
+    assert (repository / "clickmask" / "1" / "model.onnx").is_file()

@@ -211,13 +211,15 @@ def test_a_predictor_that_takes_batches_gets_the_flip_pair_in_one_call():
 def test_clickmask_passes_picks_the_default_passes(monkeypatch):
     from clickmask.client.session import PASSES_ENV, resolve_passes
 
-    monkeypatch.delenv(PASSES_ENV, raising=False)  # the default: accurate
+    monkeypatch.delenv(PASSES_ENV, raising=False)  # the default: balanced (refine only)
     network = FakeNetwork()
     session = Session(network, make_image(480, 640))
-    assert session.passes == {"flip": True, "refine": True}
+    assert session.passes == {"flip": False, "refine": True}
     session.click(x=300, y=200)
-    assert len(network.calls) == 4
-    assert resolve_passes({}) == {"flip": True, "refine": True}
+    assert len(network.calls) == 2
+    assert resolve_passes({}) == {"flip": False, "refine": True}
+    monkeypatch.setenv(PASSES_ENV, "accurate")
+    assert Session(FakeNetwork(), make_image()).passes == {"flip": True, "refine": True}
     monkeypatch.setenv(PASSES_ENV, "fast")  # the speed switch
     network = FakeNetwork()
     session = Session(network, make_image(480, 640))
@@ -229,7 +231,7 @@ def test_clickmask_passes_picks_the_default_passes(monkeypatch):
     monkeypatch.setenv(PASSES_ENV, "accurate")
     assert Session(FakeNetwork(), make_image(), flip=False).passes == {"flip": False, "refine": True}
     monkeypatch.setenv(PASSES_ENV, "fastest")
-    with pytest.raises(InvalidInputError, match="CLICKMASK_PASSES='fastest' is not one of fast, accurate"):
+    with pytest.raises(InvalidInputError, match="CLICKMASK_PASSES='fastest' is not one of fast, balanced, accurate"):
         Session(FakeNetwork(), make_image())
     assert Session(FakeNetwork(), make_image(), flip=True, refine=False).passes["flip"] is True  # not consulted
 
