@@ -33,7 +33,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--passes", choices=("fast", "balanced", "accurate"), default=None,
                    help="fast: one model call a click; balanced: --refine (a second pass on the object's box, "
                         "mostly on the first click); accurate: --flip --refine (about twice the compute). "
-                        "Default: $CLICKMASK_PASSES, else balanced; --flip/--refine override it")
+                        "Default: $CLICKMASK_PASSES, else fast; --flip/--refine override it")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="Session(flip=...): average every answer with the mirrored request's "
                         "(default: the Session's default)")

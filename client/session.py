@@ -44,14 +44,16 @@ DEFAULT_MAX_UNDO = 200
 
 PASSES_ENV = "CLICKMASK_PASSES"
 """Environment variable that picks the passes of sessions made without ``flip``/``refine``:
-``balanced`` (the default since session 10: ``refine=True``, a second pass on the object's box,
-mostly on the first click: 1.09 model calls a click), ``accurate`` (``flip=True, refine=True``:
-about 2.3 calls a click, a few tenths of a click fewer) or ``fast`` (one model call a click).
+``fast`` (the default since session 10: one model call a click), ``balanced`` (``refine=True``:
+a second pass on the object's box, mostly on the first click, 1.09 model calls a click) or
+``accurate`` (``flip=True, refine=True``: about 2.3 calls a click, a few tenths of a click fewer;
+the default in sessions 6 to 9). ``benchmarks/results/select/passes-session10.md`` and
+``docs/passes.md`` have their cost and NoC.
 One switch for every program that makes sessions (eval, the demo, the Label Studio and CVAT
 adapters, Locust)."""
 PASSES = {"fast": {"flip": False, "refine": False}, "balanced": {"flip": False, "refine": True},
           "accurate": {"flip": True, "refine": True}}
-DEFAULT_PASSES = "balanced"
+DEFAULT_PASSES = "fast"
 
 
 def default_passes() -> dict[str, bool]:
@@ -555,8 +557,8 @@ class Session(_SessionCore):
         zoom_in: crop around the object from the second click on (RITM ZoomIn).
         expansion_ratio, min_crop_size: zoom-in parameters, see
             :func:`~clickmask.client.zoom_in.zoom_in_box`.
-        flip, refine: None (default) takes both from ``CLICKMASK_PASSES`` (``accurate``, the
-            default: on; ``fast``: off), see :data:`PASSES_ENV`.
+        flip, refine: None (default) takes both from ``CLICKMASK_PASSES`` (``fast``, the
+            default: both off; ``balanced``: refine; ``accurate``: both), see :data:`PASSES_ENV`.
         flip: also run the request mirrored left-right and average the two answers
             (test-time flip averaging: two model calls a pass). True: every click; an int N:
             the first N clicks only (where the mask is coarsest), so it costs little on average;

@@ -211,13 +211,17 @@ def test_a_predictor_that_takes_batches_gets_the_flip_pair_in_one_call():
 def test_clickmask_passes_picks_the_default_passes(monkeypatch):
     from clickmask.client.session import PASSES_ENV, resolve_passes
 
-    monkeypatch.delenv(PASSES_ENV, raising=False)  # the default: balanced (refine only)
+    monkeypatch.delenv(PASSES_ENV, raising=False)  # the default since session 10: fast
     network = FakeNetwork()
     session = Session(network, make_image(480, 640))
-    assert session.passes == {"flip": False, "refine": True}
+    assert session.passes == {"flip": False, "refine": False}
     session.click(x=300, y=200)
-    assert len(network.calls) == 2
-    assert resolve_passes({}) == {"flip": False, "refine": True}
+    assert len(network.calls) == 1
+    assert resolve_passes({}) == {"flip": False, "refine": False}
+    monkeypatch.setenv(PASSES_ENV, "balanced")
+    network = FakeNetwork()
+    Session(network, make_image(480, 640)).click(x=300, y=200)
+    assert len(network.calls) == 2  # the refine pass on the first click
     monkeypatch.setenv(PASSES_ENV, "accurate")
     assert Session(FakeNetwork(), make_image()).passes == {"flip": True, "refine": True}
     monkeypatch.setenv(PASSES_ENV, "fast")  # the speed switch
