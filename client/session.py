@@ -57,7 +57,7 @@ DEFAULT_PASSES = "fast"
 
 
 def default_passes() -> dict[str, bool]:
-    """The passes ``CLICKMASK_PASSES`` asks for (``accurate`` when it is not set)."""
+    """The passes ``CLICKMASK_PASSES`` asks for (``fast`` when it is not set)."""
     name = os.environ.get(PASSES_ENV, "").strip().lower() or DEFAULT_PASSES
     if name not in PASSES:
         raise InvalidInputError(f"{PASSES_ENV}={name!r} is not one of {', '.join(PASSES)}; unset it for "

@@ -31,7 +31,7 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
     local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "local")
     served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url], tmp_path, "served")
-    assert local["session"] == served["session"] == {"flip": True, "refine": True}  # the default: accurate
+    assert local["session"] == served["session"] == {"flip": False, "refine": False}  # the default: fast
     assert KEYS <= set(local) and KEYS <= set(served)
     assert local["num_samples"] == served["num_samples"] == 3
     assert len(local["miou_curve"]) == 4
@@ -42,17 +42,17 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     assert len((tmp_path / "local.csv").read_text().splitlines()) == 4
 
 
-def test_fast_passes_agree_in_process_and_through_the_server(grpc_url, grabcut_dir, tmp_path):
+def test_accurate_passes_agree_in_process_and_through_the_server(grpc_url, grabcut_dir, tmp_path):
     """The passes live in the client Session, so the server answers either kind like any request
-    (the default's flip pair goes as one batch of two); ``--passes fast`` is one call a click."""
+    (the accurate preset's flip pair goes as one batch of two); the default is one call a click."""
     onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
-    options = ["--passes", "fast"]
+    options = ["--passes", "accurate"]
     local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2", *options], tmp_path, "l")
     served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url, *options], tmp_path, "s")
-    assert local["session"] == served["session"] == {"flip": False, "refine": False}
+    assert local["session"] == served["session"] == {"flip": True, "refine": True}
     for key in ("noc85", "noc90", "noc95", "failures90"):
         assert local[key] == served[key], key
     assert max(abs(a - b) for a, b in zip(local["miou_curve"], served["miou_curve"])) < 1e-3
     default = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "p")
-    assert default["session"] == {"flip": True, "refine": True}
+    assert default["session"] == {"flip": False, "refine": False}
     assert default["miou_curve"] != local["miou_curve"]  # the passes change the answers
