@@ -18,7 +18,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import os
 import random
 import threading
 import time
@@ -32,6 +34,8 @@ from tritonclient.utils import InferenceServerException
 
 from ._model_info import CONTRACT_INPUTS, ModelInfo, TensorSpec, check_inputs, parse_model_info
 from ._validate import check_rgb_image
+from .compact import (COMPACT_INPUTS, COMPACT_MODEL, COMPACT_OUTPUT, MISS_PREFIX, crop_key, decode_png, encode_flip,
+                      encode_png, merge_flip, mirror, pack_clicks)
 from .errors import (
     ClickmaskError,
     InferenceError,
@@ -46,7 +50,7 @@ from .metrics import ClientMetrics
 from .session import AsyncSession, Session, _initial_state
 
 __all__ = ["Client", "AsyncClient", "ModelInfo", "TensorSpec", "DEFAULT_URL", "DEFAULT_MODEL_NAME",
-           "COMPRESSION_ALGORITHMS"]
+           "COMPRESSION_ALGORITHMS", "WIRE_MODES", "WIRE_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,19 @@ DEFAULT_MODEL_NAME = "clickmask"
 #: gRPC message compression a client can ask for on its inference requests.
 COMPRESSION_ALGORITHMS = ("gzip", "deflate")
 _GRPC_ERRORS = (InferenceServerException, grpc.RpcError)
+#: ``wire``: "auto" uses the compact entry when the server offers it (else raw), "compact"
+#: requires it, "raw" always sends the contract's tensors.
+WIRE_MODES = ("auto", "compact", "raw")
+#: Environment variable that picks ``wire`` for clients that are not given one.
+WIRE_ENV = "CLICKMASK_WIRE"
+#: How many crop keys a client remembers having sent (the server may still have dropped any).
+_SENT_KEYS = 4096
+#: Largest batch sent through the compact entry (its max_batch_size); larger ones go raw.
+_COMPACT_BATCH = 8
+
+
+class _Miss(Exception):
+    """The compact entry did not hold a crop the request named (NOT_FOUND, MISS_PREFIX)."""
 #: A retry is not started when less than this is left of the call's deadline.
 _MIN_ATTEMPT_S = 0.05
 T = TypeVar("T")
@@ -74,6 +91,7 @@ class _ClientBase:
         jitter: float = 0.5,
         headers: Mapping[str, str] | None = None,
         compression: str | None = None,
+        wire: str | None = None,
     ) -> None:
         if not isinstance(url, str) or not url or "://" in url:
             raise InvalidInputError(f"expected url as 'host:port' (no scheme), got {url!r}")
@@ -109,6 +127,68 @@ class _ClientBase:
         if metrics is not None:
             metrics.initialize(model_name)
         self._info: ModelInfo | None = None
+        wire = wire if wire is not None else (os.environ.get(WIRE_ENV, "").strip().lower() or "auto")
+        if wire not in WIRE_MODES:
+            raise InvalidInputError(f"wire must be one of {', '.join(WIRE_MODES)} (or {WIRE_ENV}), got {wire!r}")
+        #: "auto", "compact" or "raw" (see :data:`WIRE_MODES`).
+        self.wire = wire
+        self._compact: bool | None = None if wire != "raw" else False  # decided on first use
+        self._sent_keys: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._keys_lock = threading.Lock()
+        #: Compact requests re-sent with their crops after a NOT_FOUND (a restart, an eviction, another replica).
+        self.crop_resends = 0
+
+    @property
+    def compact(self) -> bool | None:
+        """Whether inference goes through the compact entry (None until the first call decides)."""
+        return self._compact
+
+    def _compact_request(self, requests: Sequence[dict[str, np.ndarray]], flips: Sequence[tuple[int, int] | None],
+                         all_crops: bool) -> tuple[dict[str, np.ndarray], int]:
+        """The compact BYTES tensors of ``requests`` (checked raw contract tensors, one each), with
+        each crop's PNG when the client has not sent it before or ``all_crops``; and their bytes."""
+        fields: dict[str, list[bytes]] = {name: [] for name in COMPACT_INPUTS}
+        for request, flip in zip(requests, flips):
+            image = request["image"].reshape(request["image"].shape[-3:])
+            key = crop_key(image)
+            with self._keys_lock:
+                known = key in self._sent_keys and not all_crops
+                self._sent_keys[key] = None
+                self._sent_keys.move_to_end(key)
+                while len(self._sent_keys) > _SENT_KEYS:
+                    self._sent_keys.popitem(last=False)
+            if request["clicks"].max(initial=0) > 1:
+                raise InvalidInputError("clicks must hold 0/1 disks (channel 0 positive, 1 negative); encode them "
+                                        "with clickmask.client.encoding.encode_clicks")
+            prev = request["prev_mask"].reshape(request["prev_mask"].shape[-3:])
+            fields["crop_key"].append(key.encode())
+            fields["crop"].append(b"" if known else encode_png(image))
+            fields["clicks"].append(pack_clicks(request["clicks"]))
+            fields["prev_mask"].append(encode_png(prev) if prev.any() else b"")
+            fields["flip"].append(b"" if flip is None else encode_flip(*flip))
+        sent = sum(len(v) for values in fields.values() for v in values)
+        arrays = {name: np.array(values, dtype=np.object_).reshape(-1, 1) for name, values in fields.items()}
+        return arrays, sent
+
+    def _forget_crops(self) -> None:
+        with self._keys_lock:
+            self._sent_keys.clear()
+
+    def _compact_output(self, result: Any, info: ModelInfo, count: int) -> tuple[np.ndarray, int]:
+        blobs = result.as_numpy(COMPACT_OUTPUT)
+        if blobs is None or blobs.size != count:
+            raise InferenceError(f"the compact entry returned {None if blobs is None else blobs.size} masks for "
+                                 f"{count} requests")
+        planes = [decode_png(bytes(b), 1, info.size, COMPACT_OUTPUT) for b in blobs.reshape(-1)]
+        return np.stack(planes), sum(len(b) for b in blobs.reshape(-1))
+
+    def _check_compact_model(self, error: BaseException) -> None:
+        """A compact call failed: a server without the compact entry falls back to raw ("auto")."""
+        if isinstance(error, ModelNotReadyError) and not error.transient and self.wire == "auto":
+            logger.warning("%s offers no usable %s model (%s); sending raw tensors", self.url, COMPACT_MODEL, error)
+            self._compact = False
+            return
+        raise error
 
     @property
     def metrics(self) -> ClientMetrics | None:
@@ -144,7 +224,7 @@ class _ClientBase:
 
     def _record(
         self, started: float, error: BaseException | None, batch: dict[str, np.ndarray] | None = None,
-        output: np.ndarray | None = None,
+        output: np.ndarray | None = None, wire_bytes: tuple[int, int] | None = None,
     ) -> None:
         if self._metrics is None:
             return
@@ -152,6 +232,8 @@ class _ClientBase:
         self._metrics.request_seconds.labels(self.model_name, outcome).observe(time.perf_counter() - started)
         if error is not None:
             self._metrics.errors.labels(self.model_name, type(error).__name__).inc()
+        elif wire_bytes is not None:
+            self._metrics.observe_bytes(self.model_name, sent=wire_bytes[0], received=wire_bytes[1])
         elif batch is not None and output is not None:
             sent = sum(array.nbytes for array in batch.values())
             self._metrics.observe_bytes(self.model_name, sent=sent, received=output.nbytes)
@@ -213,6 +295,11 @@ class Client(_ClientBase):
             compressed when the server runs with
             ``--grpc-infer-response-compression-level`` (``clickmask serve
             --grpc-response-compression``).
+        wire: ``"auto"`` (default, or ``$CLICKMASK_WIRE``) sends clicks through the server's
+            compact entry ``clickmask_compact`` when it offers one: image crops once and then by
+            content key, clicks bit-packed, masks as PNG, the flip pass's mirror made on the
+            server; the masks are bit-identical to the raw path's. ``"raw"`` always sends the
+            contract's tensors; ``"compact"`` fails when the server has no compact entry.
 
     The model info (S, tensor names) is fetched on first use and cached; a thread may share
     one client.
@@ -234,8 +321,9 @@ class Client(_ClientBase):
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
         compression: str | None = None,
+        wire: str | None = None,
     ) -> None:
-        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers, compression)
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers, compression, wire)
         self._info_lock = threading.Lock()
         self._triton = grpcclient.InferenceServerClient(url=url, **_tls_kwargs(
             ssl, root_certificates, private_key, certificate_chain))
@@ -299,6 +387,70 @@ class Client(_ClientBase):
         """
         return self.infer_batch([inputs])[0]
 
+    def _use_compact(self) -> bool:
+        if self._compact is None:
+            try:
+                ready = bool(self._triton.is_model_ready(COMPACT_MODEL, client_timeout=self.timeout_s, **self._kwargs))
+            except _GRPC_ERRORS:
+                ready = False
+            if not ready and self.wire == "compact":
+                raise ModelNotReadyError(f"{self.url} serves no ready {COMPACT_MODEL} model (wire='compact'); "
+                                         "use wire='auto' or 'raw', or serve the embedded repository")
+            self._compact = ready
+        return self._compact
+
+    def _compact_call(self, inputs: list, outputs: list, timeout: float) -> Any:
+        try:
+            return self._triton.infer(COMPACT_MODEL, inputs, outputs=outputs, client_timeout=timeout,
+                                      **self._infer_kwargs)
+        except InferenceServerException as error:
+            if MISS_PREFIX in str(error.message()):
+                raise _Miss(str(error.message())) from error
+            raise
+
+    def _infer_compact(self, info: ModelInfo, requests: Sequence[dict[str, np.ndarray]],
+                       flips: Sequence[tuple[int, int] | None]) -> np.ndarray:
+        if len(requests) == 0:
+            raise InvalidInputError("infer_batch needs at least one request")
+        checked = [check_inputs(r, info) for r in requests]
+        started = time.perf_counter()
+        for attempt in (0, 1):
+            arrays, sent = self._compact_request(checked, flips, all_crops=attempt == 1)
+            inputs = []
+            for name, array in arrays.items():
+                tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            outputs = [grpcclient.InferRequestedOutput(COMPACT_OUTPUT)]
+            try:
+                result = self._call(lambda t: self._compact_call(inputs, outputs, t))
+                array, received = self._compact_output(result, info, len(checked))
+            except _Miss as miss:
+                if attempt:
+                    raise InferenceError(f"the compact entry refused crops it was just sent: {miss}") from miss
+                self.crop_resends += 1
+                continue
+            except ClickmaskError as error:
+                self._record(started, error)
+                raise
+            self._record(started, None, wire_bytes=(sent, received))
+            return array[:, None]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def infer_flip(self, inputs: dict[str, np.ndarray], rows: int, cols: int) -> np.ndarray:
+        """The flip pass of one request: its answer and its mirror's (content region ``rows`` x
+        ``cols``) averaged, uint8 [S, S]. The compact entry mirrors on the server (one request);
+        the raw path sends both as one batch."""
+        info = self.model_info
+        if self._use_compact():
+            try:
+                return self._infer_compact(info, [inputs], [(rows, cols)])[0, 0]
+            except ModelNotReadyError as error:
+                self._check_compact_model(error)
+        pair = [inputs, {name: mirror(np.asarray(array), rows, cols) for name, array in inputs.items()}]
+        output = self.infer_batch(pair)
+        return merge_flip(output[0, 0], output[1, 0], rows, cols)
+
     def infer_batch(self, requests: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
         """Run several requests as one batch (at most the model's ``max_batch_size``).
 
@@ -306,6 +458,11 @@ class Client(_ClientBase):
             uint8 [N, 1, S, S], one ``mask_prob`` per request, in order.
         """
         info = self.model_info
+        if self._use_compact() and 0 < len(requests) <= _COMPACT_BATCH:
+            try:
+                return self._infer_compact(info, requests, [None] * len(requests))
+            except ModelNotReadyError as error:
+                self._check_compact_model(error)
         batch = self._stack(info, requests)
         inputs, outputs = self._make_request(grpcclient, info, batch)
         started = time.perf_counter()
@@ -364,8 +521,9 @@ class AsyncClient(_ClientBase):
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
         compression: str | None = None,
+        wire: str | None = None,
     ) -> None:
-        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers, compression)
+        super().__init__(url, model_name, timeout_s, retries, backoff_s, metrics, jitter, headers, compression, wire)
         import tritonclient.grpc.aio as aio_grpcclient  # grpc.aio only when asked for
 
         self._aio = aio_grpcclient
@@ -429,9 +587,77 @@ class AsyncClient(_ClientBase):
         """Run the model on one request; see :meth:`Client.infer`. Returns uint8 [1, S, S]."""
         return (await self.infer_batch([inputs]))[0]
 
+    async def _use_compact(self) -> bool:
+        if self._compact is None:
+            try:
+                ready = bool(await self._triton.is_model_ready(COMPACT_MODEL, client_timeout=self.timeout_s,
+                                                               **self._kwargs))
+            except _GRPC_ERRORS:
+                ready = False
+            if not ready and self.wire == "compact":
+                raise ModelNotReadyError(f"{self.url} serves no ready {COMPACT_MODEL} model (wire='compact'); "
+                                         "use wire='auto' or 'raw', or serve the embedded repository")
+            self._compact = ready
+        return self._compact
+
+    async def _compact_call(self, inputs: list, outputs: list, timeout: float) -> Any:
+        try:
+            return await self._triton.infer(COMPACT_MODEL, inputs, outputs=outputs, client_timeout=timeout,
+                                            **self._infer_kwargs)
+        except InferenceServerException as error:
+            if MISS_PREFIX in str(error.message()):
+                raise _Miss(str(error.message())) from error
+            raise
+
+    async def _infer_compact(self, info: ModelInfo, requests: Sequence[dict[str, np.ndarray]],
+                             flips: Sequence[tuple[int, int] | None]) -> np.ndarray:
+        if len(requests) == 0:
+            raise InvalidInputError("infer_batch needs at least one request")
+        checked = [check_inputs(r, info) for r in requests]
+        started = time.perf_counter()
+        for attempt in (0, 1):
+            arrays, sent = self._compact_request(checked, flips, all_crops=attempt == 1)
+            inputs = []
+            for name, array in arrays.items():
+                tensor = self._aio.InferInput(name, list(array.shape), "BYTES")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            outputs = [self._aio.InferRequestedOutput(COMPACT_OUTPUT)]
+            try:
+                result = await self._call(lambda t: self._compact_call(inputs, outputs, t))
+                array, received = self._compact_output(result, info, len(checked))
+            except _Miss as miss:
+                if attempt:
+                    raise InferenceError(f"the compact entry refused crops it was just sent: {miss}") from miss
+                self.crop_resends += 1
+                continue
+            except ClickmaskError as error:
+                self._record(started, error)
+                raise
+            self._record(started, None, wire_bytes=(sent, received))
+            return array[:, None]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def infer_flip(self, inputs: dict[str, np.ndarray], rows: int, cols: int) -> np.ndarray:
+        """The flip pass of one request; see :meth:`Client.infer_flip`."""
+        info = await self.get_model_info()
+        if await self._use_compact():
+            try:
+                return (await self._infer_compact(info, [inputs], [(rows, cols)]))[0, 0]
+            except ModelNotReadyError as error:
+                self._check_compact_model(error)
+        pair = [inputs, {name: mirror(np.asarray(array), rows, cols) for name, array in inputs.items()}]
+        output = await self.infer_batch(pair)
+        return merge_flip(output[0, 0], output[1, 0], rows, cols)
+
     async def infer_batch(self, requests: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
         """Run several requests as one batch; see :meth:`Client.infer_batch`."""
         info = await self.get_model_info()
+        if await self._use_compact() and 0 < len(requests) <= _COMPACT_BATCH:
+            try:
+                return await self._infer_compact(info, requests, [None] * len(requests))
+            except ModelNotReadyError as error:
+                self._check_compact_model(error)
         batch = self._stack(info, requests)
         inputs, outputs = self._make_request(self._aio, info, batch)
         started = time.perf_counter()

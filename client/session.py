@@ -23,6 +23,7 @@ import numpy as np
 from ._validate import MAX_IMAGE_PIXELS, check_coordinate, check_rgb_image, describe
 from .contract import PROB_THRESHOLD
 from .clicks import Click
+from .compact import merge_flip, mirror
 from .encoding import CropTransform, decode_prob, encode_inputs
 from .errors import InferenceError, InvalidInputError
 from .mask import Mask
@@ -92,15 +93,42 @@ the object with at least this many times the resolution."""
 _Steps = Generator[list, list, "tuple[_Pending, np.ndarray]"]
 
 
-def _infer_all(predictor, requests: list[dict]) -> list:
+@dataclass(frozen=True)
+class FlipPair:
+    """A flip pass: the request and its left-right mirror over the content region (``rows`` x
+    ``cols``), answered as one averaged output. A predictor with ``infer_flip(inputs, rows,
+    cols)`` does it in one call (the compact gRPC path mirrors on the server); any other gets
+    the two requests as one batch and the session averages."""
+
+    inputs: dict
+    rows: int
+    cols: int
+
+    def requests(self) -> list[dict]:
+        return [self.inputs, {name: mirror(array, self.rows, self.cols) for name, array in self.inputs.items()}]
+
+
+def _infer_all(predictor, requests: list) -> list:
     """Answers to the requests of one pass: one batch when the predictor takes batches (the gRPC
-    ``Client``: one round trip, and Triton runs both at once), else one call each."""
+    ``Client``: one round trip, and Triton runs both at once), else one call each. A
+    :class:`FlipPair` is answered by ``infer_flip`` where the predictor has it (the merged
+    output), else by the pair of answers (a tuple)."""
+    if len(requests) == 1 and isinstance(requests[0], FlipPair):
+        pair = requests[0]
+        if hasattr(predictor, "infer_flip"):
+            return [predictor.infer_flip(pair.inputs, pair.rows, pair.cols)]
+        return [tuple(_infer_all(predictor, pair.requests()))]
     if len(requests) > 1 and hasattr(predictor, "infer_batch"):
         return list(predictor.infer_batch(requests))
     return [predictor.infer(request) for request in requests]
 
 
-async def _infer_all_async(predictor, requests: list[dict]) -> list:
+async def _infer_all_async(predictor, requests: list) -> list:
+    if len(requests) == 1 and isinstance(requests[0], FlipPair):
+        pair = requests[0]
+        if hasattr(predictor, "infer_flip"):
+            return [await predictor.infer_flip(pair.inputs, pair.rows, pair.cols)]
+        return [tuple(await _infer_all_async(predictor, pair.requests()))]
     if len(requests) > 1 and hasattr(predictor, "infer_batch"):
         return list(await predictor.infer_batch(requests))
     return list(await asyncio.gather(*(predictor.infer(request) for request in requests)))
@@ -339,11 +367,11 @@ class _SessionCore:
             (output,) = yield [pending.inputs]
             return pending, self._check_output(output)
         rows, cols = pending.transform.content_hw
-        mirrored = {name: _mirror(array, rows, cols) for name, array in pending.inputs.items()}
-        output, back = yield [pending.inputs, mirrored]
-        output, back = self._check_output(output), _mirror(self._check_output(back), rows, cols)
-        merged = (output.astype(np.uint16) + back + 1) // 2  # round half up
-        return pending, merged.astype(np.uint8)
+        (answer,) = yield [FlipPair(pending.inputs, rows, cols)]
+        if isinstance(answer, tuple):  # the two answers: average here
+            output, back = answer
+            return pending, merge_flip(self._check_output(output), self._check_output(back), rows, cols)
+        return pending, self._check_output(answer)  # averaged by the predictor
 
     def _flips(self, pending: _Pending) -> bool:
         """Whether this pass is flip-averaged (see ``flip`` in :class:`Session`)."""
@@ -535,14 +563,6 @@ def resolve_passes(options: dict) -> dict[str, bool | int]:
     flip = defaults["flip"] if given["flip"] is None else given["flip"]
     refine = defaults["refine"] if given["refine"] is None else given["refine"]
     return {"flip": _check_flip(flip), "refine": _check_bool(refine, "refine")}
-
-
-def _mirror(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """``array`` ([C, S, S] or [S, S]) with its content region (top-left ``rows x cols``, the
-    rest is padding) flipped left-right; the padding stays where the network expects it."""
-    out = array.copy()
-    out[..., :rows, :cols] = array[..., :rows, cols - 1::-1]
-    return out
 
 
 class Session(_SessionCore):

@@ -206,6 +206,49 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     return text
 
 
+#: The compact entry (issue #27): a Python model in front of the raw network; see
+#: clickmask.client.compact and clickmask.serving.compact.
+COMPACT_MODEL_NAME = "clickmask_compact"
+COMPACT_MAX_BATCH_SIZE = 8  # with flip, 16 network inputs: the raw model's max_batch_size
+DEFAULT_COMPACT_CACHE_BYTES = 512 * 1024 * 1024
+
+
+def _compact_adapter() -> pathlib.Path:
+    from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY  # noqa: PLC0415
+
+    return DEFAULT_MODEL_REPOSITORY / COMPACT_MODEL_NAME / "1" / "model.py"
+
+
+def compact_config(contract: Contract, *, cache_bytes: int = DEFAULT_COMPACT_CACHE_BYTES,
+                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE) -> str:
+    """The compact entry in front of ``contract.name``: PNG/packed BYTES in, PNG out, image crops
+    cached by content key (``cache_bytes``). One instance: each Python-backend instance is its own
+    process, and the crop cache must not split across them (the adapter refuses count > 1).
+
+    With the defaults and S=320 this is exactly ``model_repository/clickmask_compact/config.pbtxt``."""
+    if cache_bytes < 0:
+        raise ModelConfigError(f"cache_bytes must be >= 0, got {cache_bytes}")
+    inputs = ",\n".join(f'  {{ name: "{name}", data_type: TYPE_STRING, dims: [ 1 ] }}'
+                        for name in ("crop_key", "crop", "clicks", "prev_mask", "flip"))
+    batch = min(COMPACT_MAX_BATCH_SIZE, contract.max_batch_size)
+    return ("# clickmask: the compact wire entry. Image crops by content key, clicks bit-packed, masks as PNG;\n"
+            f"# the network runs in the raw model '{contract.name}' (BLS). Format: clickmask/client/compact.py.\n"
+            f'name: "{COMPACT_MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {batch}\n'
+            f"input [\n{inputs}\n]\n"
+            'output [\n  { name: "mask", data_type: TYPE_STRING, dims: [ 1 ] }\n]\n'
+            + _batching_block(preferred_batch_sizes(batch), 0, max_queue_size, DEFAULT_QUEUE_TIMEOUT_US)
+            + "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
+            + _parameters({SIZE_PARAMETER: str(contract.size), "network_model": contract.name,
+                           "cache_bytes": str(cache_bytes)}))
+
+
+def write_compact(output: pathlib.Path | str, size: int, **options) -> pathlib.Path:
+    """Lay out ``OUTPUT/clickmask_compact/{config.pbtxt, 1/model.py}``; return the config path."""
+    model_dir = pathlib.Path(output) / COMPACT_MODEL_NAME
+    return _write(model_dir, compact_config(Contract(size), **options), {_compact_adapter(): model_dir / "1" / "model.py"},
+                  "compact", size)
+
+
 def onnxruntime_config(contract: Contract, *, gpu: bool = False, tensorrt_fp16: bool = False,
                        instance_count: int = 1, intra_op_threads: int = 0,
                        workspace_bytes: int = 2 << 30, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
@@ -431,6 +474,7 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
     else:
         text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count)
         files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
+        write_compact(output, size)  # the compact wire entry in front of it
 
     return _write(model_dir, text, files, backend, size)
 
