@@ -1,237 +1,254 @@
-"""Bytes per click on the wire, with and without gRPC compression, and what it costs in latency.
+"""Bytes a click costs on the wire, raw path against the compact entry, over the standard protocol.
 
-A loopback TCP proxy sits between ``Client`` and tritonserver's gRPC port and counts every
-byte it forwards in each direction: HTTP/2 frames, gRPC headers and messages, i.e. what a
-network would carry above TCP (TCP/IP headers are not counted). For each server response
-compression level (``--grpc-infer-response-compression-level``, one tritonserver each) and
-each client request compression (none, gzip, deflate) the same clicks are sent: a fixed
-sequence of 5 clicks on each bundled demo sample (clickmask/web/static/samples). The
-connection set-up and the model-info calls are excluded (counted before the first click).
-All servers run at once and the configurations take turns pass by pass, so that the load
-of the machine drifts over all of them alike; latency is measured on loopback, where
-compression only costs CPU, and the last column computes what the bytes would take on a
-100 Mbit/s link.
+One run, one tritonserver (the embedded repository, or ``--url``), a loopback proxy in front of
+its gRPC port that counts every byte above TCP each way (HTTP/2 frames, gRPC headers and
+messages; ``clickmask.benchmarks.wire_compression.CountingProxy``). For each object of the set
+(GrabCut by default) the standard protocol (the automatic clicker, up to ``--max-clicks``
+clicks, zoom-in) runs once per configuration, the configurations taking turns object by object
+so that the machine's drift falls on all alike:
 
-    python -m clickmask.benchmarks.wire_size [--levels none high] [--out benchmarks/results/wire_size.md]
-    python -m clickmask.benchmarks.wire_size --url 127.0.0.1:8001   # a running server, its own level
+* ``raw`` / ``compact``: ``Client(wire="raw")`` against ``Client(wire="compact")``;
+* ``fast`` / ``accurate``: the client's passes presets.
+
+Per configuration it prints the bytes up, down and in all of an object's first click and of the
+mean click, the loopback p50 of a click, the server's CPU a click (tritonserver and its
+Python-backend stubs, from /proc, so only with a server it starts), the crop re-sends, and
+whether every object's IoU curve is bit-identical between the raw and the compact path.
+
+    python -m clickmask.benchmarks.wire_size --out benchmarks/results/wire_size.md
+    python -m clickmask.benchmarks.wire_size --limit 5 --max-clicks 5   # a quick look
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import pathlib
 import platform
 import socket
 import statistics
 import sys
-import threading
 import time
 
 import numpy as np
+
+from clickmask.benchmarks.wire_compression import CountingProxy
 from clickmask.machine import describe as describe_cpu
 
-SAMPLES_DIR = pathlib.Path(__file__).resolve().parent.parent / "clickmask" / "web" / "static" / "samples"
-#: Click sequence as fractions of (width, height) and the click's sign.
-CLICKS = ((0.50, 0.45, True), (0.45, 0.60, True), (0.10, 0.10, False), (0.55, 0.35, True), (0.90, 0.85, False))
-REQUEST_COMPRESSIONS = (None, "gzip", "deflate")
-#: Link speed for the computed transfer time column (bytes x 8 / speed; not measured).
-LINK_MBIT = 100.0
-
-
-class CountingProxy:
-    """Forward ``127.0.0.1:<port>`` to ``target``; count bytes each way (thread-safe, loopback only)."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self.up = 0  # client -> server
-        self.down = 0  # server -> client
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def counts(self) -> tuple[int, int]:
-        with self._lock:
-            return self.up, self.down
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            for sock in (client, server):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
-        try:
-            while True:
-                data = source.recv(1 << 16)
-                if not data:
-                    break
-                with self._lock:
-                    setattr(self, direction, getattr(self, direction) + len(data))
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-        for sock in self._sockets:
-            sock.close()
+PATHS = ("raw", "compact")
+PASSES = ("fast", "accurate")
+TARGET_KB = 165.0  # issue #27: a tenth of the raw accurate click of 2026-12-04 (1.65 MB)
 
 
 @dataclasses.dataclass
-class Row:
-    response_level: str
-    request_compression: str
-    clicks: int
-    up_per_click: float
-    down_per_click: float
-    payload_up: int
-    payload_down: int
-    latency_p50_ms: float
-    latency_mean_ms: float
+class Tally:
+    path: str
+    passes: str
+    clicks: int = 0
+    objects: int = 0
+    up: int = 0
+    down: int = 0
+    first_up: int = 0
+    first_down: int = 0
+    cpu_s: float = 0.0
+    resends: int = 0
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    curves: list[tuple[float, ...]] = dataclasses.field(default_factory=list)
+
+    def row(self) -> dict:
+        clicks, objects = max(self.clicks, 1), max(self.objects, 1)
+        return {"path": self.path, "passes": self.passes, "objects": self.objects, "clicks": self.clicks,
+                "first_up_kb": self.first_up / objects / 1e3, "first_down_kb": self.first_down / objects / 1e3,
+                "first_total_kb": (self.first_up + self.first_down) / objects / 1e3,
+                "mean_up_kb": self.up / clicks / 1e3, "mean_down_kb": self.down / clicks / 1e3,
+                "mean_total_kb": (self.up + self.down) / clicks / 1e3,
+                "p50_ms": statistics.median(self.latencies) * 1e3 if self.latencies else float("nan"),
+                "server_cpu_us_per_click": self.cpu_s / clicks * 1e6 if self.cpu_s else None,
+                "resends": self.resends}
 
 
-def load_samples() -> list[np.ndarray]:
-    import cv2
+class _Counted:
+    """A Session whose clicks record their bytes (from the proxy) and latency into a Tally."""
 
-    images = []
-    for path in sorted(SAMPLES_DIR.glob("*.jpg")):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    if not images:
-        raise SystemExit(f"no sample images in {SAMPLES_DIR}")
-    return images
+    def __init__(self, session, proxy: CountingProxy, tally: Tally) -> None:
+        self._session, self._proxy, self._tally = session, proxy, tally
 
+    def __getattr__(self, name):
+        return getattr(self._session, name)
 
-class Config:
-    """One (server, request compression) pair behind its own counting proxy."""
-
-    def __init__(self, grpc_url: str, level: str, compression: str | None) -> None:
-        from clickmask.client import Client
-
-        host, port = grpc_url.rsplit(":", 1)
-        self.level, self.compression = level, compression
-        self.proxy = CountingProxy(host, int(port))
-        self.client = Client(self.proxy.url, compression=compression, timeout_s=30.0)
-        self.latencies: list[float] = []
-        self.size = self.client.size  # connection + model info: not counted
-        self.client.session(np.zeros((64, 64, 3), np.uint8)).click(x=10, y=10)  # warm
-        time.sleep(0.1)
-        self.start = self.proxy.counts()
-
-    def run_pass(self, images: list[np.ndarray]) -> None:
-        for image in images:
-            height, width = image.shape[:2]
-            session = self.client.session(image)
-            for fx, fy, positive in CLICKS:
-                started = time.perf_counter()
-                session.click(x=fx * (width - 1), y=fy * (height - 1), positive=positive)
-                self.latencies.append(time.perf_counter() - started)
-
-    def row(self) -> Row:
-        time.sleep(0.2)  # let the proxy forward the last frames (acks, window updates)
-        up, down = self.proxy.counts()
-        self.client.close()
-        self.proxy.close()
-        clicks = len(self.latencies)
-        return Row(self.level, self.compression or "none", clicks, (up - self.start[0]) / clicks,
-                   (down - self.start[1]) / clicks, 6 * self.size * self.size, self.size * self.size,
-                   statistics.median(self.latencies) * 1e3, statistics.fmean(self.latencies) * 1e3)
+    def click(self, x, y, positive=True):
+        up0, down0 = self._proxy.counts()
+        started = time.perf_counter()
+        mask = self._session.click(x=x, y=y, positive=positive)
+        elapsed = time.perf_counter() - started
+        time.sleep(0.002)  # let the proxy's pumps forward the last frames
+        up1, down1 = self._proxy.counts()
+        tally = self._tally
+        if len(self._session.clicks) == 1:
+            tally.first_up += up1 - up0
+            tally.first_down += down1 - down0
+        tally.clicks += 1
+        tally.up += up1 - up0
+        tally.down += down1 - down0
+        tally.latencies.append(elapsed)
+        return mask
 
 
-def measure(configs: list[Config], images: list[np.ndarray], repeat: int) -> list[Row]:
-    """Round-robin: each pass runs every configuration once, so load drift hits them alike."""
-    for number in range(repeat):
-        for config in configs:
-            config.run_pass(images)
-        print(f"  pass {number + 1}/{repeat} done", file=sys.stderr, flush=True)
-    return [config.row() for config in configs]
+def _server_pids(server_pid: int) -> list[int]:
+    pids = [server_pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == server_pid:  # ppid
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
 
 
-def table(rows: list[Row]) -> str:
-    base = {(r.response_level, r.request_compression): r for r in rows}.get(("none", "none"))
-    lines = [
-        "| server response compression | client request compression | clicks | bytes/click client→server | "
-        "bytes/click server→client | total vs uncompressed | latency p50 ms (loopback) | latency mean ms | "
-        f"transfer ms at {LINK_MBIT:g} Mbit/s (computed) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        total = r.up_per_click + r.down_per_click
-        ratio = f"{total / (base.up_per_click + base.down_per_click):.0%}" if base else "-"
-        transfer_ms = total * 8 / (LINK_MBIT * 1e6) * 1e3
-        lines.append(f"| {r.response_level} | {r.request_compression} | {r.clicks} | {r.up_per_click:,.0f} | "
-                     f"{r.down_per_click:,.0f} | {ratio} | {r.latency_p50_ms:.1f} | {r.latency_mean_ms:.1f} | "
-                     f"{transfer_ms:.0f} |")
-    if rows:
-        lines.append("")
-        lines.append(f"Tensor payload per click (the contract's uint8 tensors at S={int((rows[0].payload_down) ** 0.5)}): "
-                     f"{rows[0].payload_up:,} bytes up, {rows[0].payload_down:,} bytes down.")
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, objects, max_clicks: int, server_pid: int | None, progress: bool = True) -> list[Tally]:
+    from clickmask.client import Client  # noqa: PLC0415
+    from clickmask.client.protocol import run_protocol  # noqa: PLC0415
+    from clickmask.datasets import load_object  # noqa: PLC0415
+    from clickmask.evaluation import sample_name  # noqa: PLC0415
+
+    proxy = CountingProxy(*url.rsplit(":", 1)[0:1], int(url.rsplit(":", 1)[1]))
+    tallies = {(p, q): Tally(p, q) for p in PATHS for q in PASSES}
+    # one client per configuration: a client leaves out only the crops it sent itself
+    clients = {key: Client(proxy.url, wire=key[0], timeout_s=60) for key in tallies}
+    presets = {"fast": {"flip": False, "refine": False}, "accurate": {"flip": True, "refine": True}}
+    try:
+        for client in clients.values():  # model info and the compact probe, not counted
+            client.session(np.zeros((64, 64, 3), np.uint8))
+            client._use_compact()  # noqa: SLF001
+        if clients[("compact", "fast")].compact is not True:
+            raise SystemExit(f"{url} offers no clickmask_compact entry: serve the embedded repository")
+        bar = objects
+        try:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            bar = tqdm(objects, desc="wire_size", unit="object", disable=not progress)
+        except ImportError:
+            pass
+        for obj in bar:
+            image, gt, ignore = load_object(obj)
+            for (path, passes), tally in tallies.items():
+                client = clients[(path, passes)]
+                resends = client.crop_resends
+                pids = _server_pids(server_pid) if server_pid else []
+                cpu0 = _cpu_seconds(pids) if pids else 0.0
+                session = _Counted(client.session(image, **presets[passes]), proxy, tally)
+                result = run_protocol(session, gt, ignore, max_clicks=max_clicks, sample_id=sample_name(obj))
+                if pids:
+                    tally.cpu_s += _cpu_seconds(pids) - cpu0
+                tally.objects += 1
+                tally.resends += client.crop_resends - resends
+                tally.curves.append(result.ious)
+    finally:
+        for client in clients.values():
+            client.close()
+        proxy.close()
+    return list(tallies.values())
+
+
+def table(tallies: list[Tally]) -> str:
+    lines = ["| path | passes | clicks | first click up / down / total KB | mean click up / down / total KB | "
+             "loopback p50 ms | server CPU µs a click | crop re-sends |", "|---|---|---|---|---|---|---|---|"]
+    for t in tallies:
+        r = t.row()
+        cpu = "-" if r["server_cpu_us_per_click"] is None else f"{r['server_cpu_us_per_click']:,.0f}"
+        lines.append(f"| {t.path} | {t.passes} | {t.clicks} | {r['first_up_kb']:.1f} / {r['first_down_kb']:.1f} / "
+                     f"**{r['first_total_kb']:.1f}** | {r['mean_up_kb']:.1f} / {r['mean_down_kb']:.1f} / "
+                     f"**{r['mean_total_kb']:.1f}** | {r['p50_ms']:.1f} | {cpu} | {t.resends} |")
     return "\n".join(lines)
+
+
+def summary(tallies: list[Tally]) -> tuple[str, dict]:
+    by = {(t.path, t.passes): t for t in tallies}
+    lines, facts = [], {}
+    for passes in PASSES:
+        raw, compact = by[("raw", passes)], by[("compact", passes)]
+        same = raw.curves == compact.curves
+        ratio = compact.row()["mean_total_kb"] / raw.row()["mean_total_kb"]
+        facts[passes] = {"identical_iou_curves": same, "compact_over_raw_bytes": ratio}
+        lines.append(f"{passes}: compact/raw bytes a click {ratio:.3f} ({1 / ratio:.1f}x fewer); IoU curves of all "
+                     f"{raw.objects} objects bit-identical: {'yes' if same else 'NO'}")
+    mean = by[("compact", "accurate")].row()["mean_total_kb"]
+    facts["target_met"] = mean <= TARGET_KB
+    lines.append(f"compact accurate mean click {mean:.1f} KB (target <= {TARGET_KB:.0f} KB): "
+                 f"{'met' if mean <= TARGET_KB else 'NOT met'}")
+    raw_cpu = by[("raw", "fast")].row()["server_cpu_us_per_click"]
+    cpu = by[("compact", "fast")].row()["server_cpu_us_per_click"]
+    if cpu and raw_cpu:
+        extra = cpu - raw_cpu
+        facts["compact_extra_cpu_us_per_inference"] = extra
+        facts["cores_for_10k_inferences_per_s_compact_entry"] = extra * 1e-6 * 10_000
+        lines.append(f"server CPU a fast click (one network input): raw {raw_cpu:,.0f} µs, compact {cpu:,.0f} µs, "
+                     f"ONNX Runtime's network included; the compact entry's own share is {extra:,.0f} µs, so at "
+                     f"10,000 inferences/s (the network on a GPU) it alone would need about "
+                     f"{max(extra, 0) * 1e-6 * 10_000:.0f} cores of this CPU")
+    return "\n".join(lines), facts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default=None,
-                        help="measure a running server at HOST:PORT (its response level is whatever it was started "
-                             "with; give it with --levels) instead of starting one tritonserver per level")
-    parser.add_argument("--levels", nargs="+", default=["none", "low", "high"],
-                        choices=["none", "low", "medium", "high"], help="server response compression levels")
-    parser.add_argument("--repeat", type=int, default=3, help="passes over the samples (5 clicks each)")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the table (Markdown) here")
+    parser.add_argument("--url", default=None, help="a running server at HOST:PORT (server CPU is then not measured)")
+    parser.add_argument("--dataset", type=pathlib.Path, default=pathlib.Path("../shared/datasets/GrabCut"))
+    parser.add_argument("--limit", type=int, default=0, help="first N objects only (default: all)")
+    parser.add_argument("--max-clicks", type=int, default=20, help="clicks an object (default: %(default)s)")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the table (.md) and JSON here")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    images = load_samples()
-    if args.url:
-        rows = measure([Config(args.url, args.levels[0], c) for c in REQUEST_COMPRESSIONS], images, args.repeat)
-    else:
-        import contextlib
+    from clickmask.datasets import list_objects  # noqa: PLC0415
 
-        from clickmask.serving.server import ServerConfig, TritonServer
+    objects = list_objects(args.dataset)
+    if args.limit:
+        objects = objects[:args.limit]
+    if not objects:
+        parser.error(f"no objects under {args.dataset}")
+    if args.url:
+        tallies = measure(args.url, objects, args.max_clicks, None, not args.no_progress)
+    else:
+        from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
         def free_port() -> int:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 return sock.getsockname()[1]
 
-        with contextlib.ExitStack() as stack:
-            configs = []
-            for level in args.levels:  # one tritonserver per level, all up at once
-                config = ServerConfig(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
-                                      grpc_response_compression=level, startup_timeout_s=180.0)
-                print(f"starting tritonserver with response compression {level} ...", file=sys.stderr, flush=True)
-                stack.enter_context(TritonServer(config))
-                configs += [Config(config.grpc_url, level, c) for c in REQUEST_COMPRESSIONS]
-            rows = measure(configs, images, args.repeat)
-    text = table(rows)
-    print(text)
+        config = ServerConfig(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
+                              startup_timeout_s=240.0)
+        print("starting tritonserver ...", file=sys.stderr, flush=True)
+        with TritonServer(config) as server:
+            tallies = measure(config.grpc_url, objects, args.max_clicks, server.pid, not args.no_progress)
+    text, facts = summary(tallies)
+    command = "python -m clickmask.benchmarks.wire_size " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = (f"# Bytes a click on the wire: raw tensors against the compact entry\n\n"
+              f"`{command}`: {tallies[0].objects} objects of {args.dataset.name}, the standard protocol (up to "
+              f"{args.max_clicks} clicks, zoom-in), each configuration in turn object by object; bytes above TCP "
+              f"counted by a loopback proxy. {describe_cpu()}, Python {platform.python_version()}, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}.\n\n")
+    print(header + table(tallies) + "\n\n" + text)
     if args.out:
-        command = "python -m clickmask.benchmarks.wire_size " + " ".join(argv if argv is not None else sys.argv[1:])
-        header = (f"# gRPC bytes per click on the wire\n\nMade by `{command}` on {platform.node()} "
-                  f"({describe_cpu()}, {time.strftime('%Y-%m-%d')}): "
-                  f"{len(images)} samples x 5 clicks x {args.repeat} passes per row, through a loopback proxy "
-                  f"that counts the bytes above TCP (HTTP/2 frames, gRPC headers and messages).\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(header + text + "\n")
+        args.out.write_text(header + table(tallies) + "\n\n" + text.replace("\n", "  \n") + "\n")
+        data = {"command": command, "machine": describe_cpu(), "rows": [t.row() for t in tallies], **facts}
+        args.out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 

@@ -64,7 +64,7 @@ def _add_serve(sub) -> None:
                    help="do not restart tritonserver when its Python-backend stub process dies")
     p.add_argument("--grpc-response-compression", choices=server.RESPONSE_COMPRESSION_LEVELS, default="none",
                    help="gzip inference responses at this level (default: %(default)s); 103 KB -> 43 KB per "
-                        "click at S=320 (any level), see benchmarks/results/wire_size.md")
+                        "click at S=320 (any level), see benchmarks/results/wire_compression.md")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -37,8 +37,9 @@ COMPACT_INPUTS = ("crop_key", "crop", "clicks", "prev_mask", "flip")
 COMPACT_OUTPUT = "mask"
 #: Start of the NOT_FOUND message of a crop the server does not hold.
 MISS_PREFIX = "crop not cached"
-#: PNG effort: 1 is the fastest zlib level; the files are a few % larger than at 9.
-PNG_LEVEL = 1
+#: PNG effort: zlib level 1 with the run-length strategy was both the smallest and the fastest of
+#: levels 1-3 and the default strategy on real crops and answers (22 KB and 1.5 ms for an answer).
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 _FLIP = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
 
@@ -66,7 +67,7 @@ def encode_png(array: np.ndarray) -> bytes:
     array = np.asarray(array)
     if array.ndim == 3:
         array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
-    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
+    ok, data = cv2.imencode(".png", array, PNG_PARAMS)
     if not ok:  # pragma: no cover - OpenCV refuses only unsupported types
         raise CompactFormatError(f"cannot PNG-encode an array of {array.dtype} {array.shape}")
     return data.tobytes()

@@ -290,7 +290,7 @@ class Client(_ClientBase):
         compression: compress inference requests on the wire with ``"gzip"`` or
             ``"deflate"`` (None: uncompressed). The click maps and the previous mask are
             mostly zeros: a request shrinks from 615 KB to 235 KB on the wire at S=320
-            (benchmarks/results/wire_size.md), for some 25 ms of CPU per click on a slow
+            (benchmarks/results/wire_compression.md), for some 25 ms of CPU per click on a slow
             core, so it pays on networks slower than about 100 Mbit/s. Responses are
             compressed when the server runs with
             ``--grpc-infer-response-compression-level`` (``clickmask serve

@@ -159,3 +159,19 @@ def test_serving_overhead_benchmark_alternates_and_reads_tritons_stages(datasets
     text = out.read_text()
     assert "alternated (ABBA)" in text and "outside Triton" in text
     assert "CPU: " in text  # the machine is named
+
+
+def test_wire_size_benchmark_runs_both_paths_over_the_protocol(grpc_url, grabcut_dir, tmp_path, capsys):
+    from clickmask.benchmarks.wire_size import main
+
+    out = tmp_path / "wire.md"
+    assert main(["--url", grpc_url, "--dataset", str(grabcut_dir), "--limit", "2", "--max-clicks", "3",
+                 "--no-progress", "--out", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    rows = {(r["path"], r["passes"]): r for r in data["rows"]}
+    assert set(rows) == {(p, q) for p in ("raw", "compact") for q in ("fast", "accurate")}
+    assert all(r["clicks"] == 6 and r["objects"] == 2 for r in rows.values())
+    assert rows[("raw", "fast")]["mean_up_kb"] > 600  # the three tensors of S=320
+    assert rows[("compact", "fast")]["mean_total_kb"] < rows[("raw", "fast")]["mean_total_kb"] / 4
+    assert data["fast"]["identical_iou_curves"] and data["accurate"]["identical_iou_curves"]
+    assert "first click up / down / total KB" in out.read_text() and "bit-identical: yes" in capsys.readouterr().out

@@ -194,3 +194,22 @@ def test_a_server_without_the_compact_entry_gets_raw_tensors(tmp_path, grabcut_d
         with Client(config.grpc_url, wire="compact") as strict:
             with pytest.raises(Exception, match="serves no ready clickmask_compact"):
                 strict.session(image).click(100, 100)
+
+
+def test_the_async_client_takes_the_compact_path_too(grpc_url, grabcut_dir):
+    import asyncio
+
+    from clickmask.client import AsyncClient
+
+    (image, _, _), = _objects(grabcut_dir, 1)
+
+    async def masks(wire):
+        async with AsyncClient(grpc_url, wire=wire) as client:
+            session = await client.session(image, flip=True, refine=True)
+            first = (await session.click(300, 200)).array
+            second = (await session.click(320, 220)).array
+            return first, second, client.compact
+
+    raw, compact = asyncio.run(masks("raw")), asyncio.run(masks("auto"))
+    assert compact[2] is True and raw[2] is False
+    assert np.array_equal(raw[0], compact[0]) and np.array_equal(raw[1], compact[1])

@@ -1,13 +1,13 @@
-"""gRPC compression against real tritonservers: same masks, fewer bytes on the wire.
+"""gRPC compression of the raw tensors (wire="raw") against real tritonservers: same masks, fewer bytes.
 
-Bytes are counted by the wire-size benchmark's loopback proxy (benchmarks/wire_size.py).
+Bytes are counted by the wire-size benchmark's loopback proxy (benchmarks/wire_compression.py).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from clickmask.benchmarks.wire_size import CLICKS, CountingProxy, load_samples
+from clickmask.benchmarks.wire_compression import CLICKS, CountingProxy, load_samples
 from clickmask.client import Client
 from clickmask.serving.server import ServerConfig, TritonServer
 
@@ -19,7 +19,7 @@ def clicks_through_proxy(grpc_url: str, compression: str | None, image: np.ndarr
     host, port = grpc_url.rsplit(":", 1)
     proxy = CountingProxy(host, int(port))
     try:
-        with Client(proxy.url, compression=compression, timeout_s=30.0) as client:
+        with Client(proxy.url, compression=compression, timeout_s=30.0, wire="raw") as client:
             client.size  # model info: not counted
             up0, down0 = proxy.counts()
             session = client.session(image)
