@@ -220,26 +220,38 @@ def _compact_adapter() -> pathlib.Path:
 
 
 def compact_config(contract: Contract, *, cache_bytes: int = DEFAULT_COMPACT_CACHE_BYTES,
-                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE) -> str:
+                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, inline: bool = True,
+                   intra_op_threads: int = 2, allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:
     """The compact entry in front of ``contract.name``: PNG/packed BYTES in, PNG out, image crops
     cached by content key (``cache_bytes``). One instance: each Python-backend instance is its own
     process, and the crop cache must not split across them (the adapter refuses count > 1).
 
+    ``inline`` (the CPU default) runs the network in the entry's own process from the raw model's
+    ONNX file (ONNX Runtime, ``intra_op_threads``, ``allow_spinning`` as in :func:`python_config`),
+    which saves the BLS hop to the raw model; ``inline=False`` calls the raw model over BLS.
+
     With the defaults and S=320 this is exactly ``model_repository/clickmask_compact/config.pbtxt``."""
     if cache_bytes < 0:
         raise ModelConfigError(f"cache_bytes must be >= 0, got {cache_bytes}")
+    params = {SIZE_PARAMETER: str(contract.size), "network_model": contract.name, "cache_bytes": str(cache_bytes),
+              "network": "inline" if inline else "bls"}
+    if inline:
+        params.update({"onnx_file": f"../../{contract.name}/1/{ONNX_FILE}", "intra_op_threads": str(intra_op_threads)})
+        if allow_spinning is not None:
+            params["allow_spinning"] = "1" if allow_spinning else "0"
     inputs = ",\n".join(f'  {{ name: "{name}", data_type: TYPE_STRING, dims: [ 1 ] }}'
                         for name in ("crop_key", "crop", "clicks", "prev_mask", "flip"))
     batch = min(COMPACT_MAX_BATCH_SIZE, contract.max_batch_size)
     return ("# clickmask: the compact wire entry. Image crops by content key, clicks bit-packed, masks as PNG;\n"
-            f"# the network runs in the raw model '{contract.name}' (BLS). Format: clickmask/client/compact.py.\n"
+            + (f"# the network runs here, from the ONNX file of the raw model '{contract.name}'. "
+               if inline else f"# the network runs in the raw model '{contract.name}' (BLS). ")
+            + "Format: clickmask/client/compact.py.\n"
             f'name: "{COMPACT_MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {batch}\n'
             f"input [\n{inputs}\n]\n"
             'output [\n  { name: "mask", data_type: TYPE_STRING, dims: [ 1 ] }\n]\n'
             + _batching_block(preferred_batch_sizes(batch), 0, max_queue_size, DEFAULT_QUEUE_TIMEOUT_US)
             + "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
-            + _parameters({SIZE_PARAMETER: str(contract.size), "network_model": contract.name,
-                           "cache_bytes": str(cache_bytes)}))
+            + _parameters(params))
 
 
 def write_compact(output: pathlib.Path | str, size: int, **options) -> pathlib.Path:

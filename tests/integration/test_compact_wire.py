@@ -213,3 +213,18 @@ def test_the_async_client_takes_the_compact_path_too(grpc_url, grabcut_dir):
     raw, compact = asyncio.run(masks("raw")), asyncio.run(masks("auto"))
     assert compact[2] is True and raw[2] is False
     assert np.array_equal(raw[0], compact[0]) and np.array_equal(raw[1], compact[1])
+
+
+def test_the_bls_mode_calls_the_raw_model_and_gives_the_same_masks(tmp_path, grabcut_dir):
+    """``network: bls`` (the entry in front of another backend's raw model) instead of inline."""
+    repo = tmp_path / "bls"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY, repo)
+    (repo / COMPACT_MODEL / "config.pbtxt").write_text(compact_config(Contract(S), inline=False))
+    config = _config(repo)
+    (image, gt, ignore), = _objects(grabcut_dir, 1)
+    with TritonServer(config), Client(config.grpc_url, wire="compact") as compact, \
+            Client(config.grpc_url, wire="raw") as raw:
+        for passes in ({"flip": False, "refine": False}, {"flip": True, "refine": True}):
+            assert _clicks(raw, image, gt, ignore, 3, **passes) == _clicks(compact, image, gt, ignore, 3, **passes)
+        statistics = grpcclient.InferenceServerClient(config.grpc_url).get_inference_statistics("clickmask")
+        assert statistics.model_stats[0].inference_count > 0  # the raw model ran the compact requests too
