@@ -222,6 +222,8 @@ class Profile:
     passes: str | None
     config: dict | None
     about: str
+    #: the clients' ``CLICKMASK_WIRE`` (None: as in the environment, "auto" by default)
+    wire: str | None = None
 
 
 #: ``--compare`` choices. ``session9`` is the default as it shipped until session 9: accurate
@@ -229,7 +231,8 @@ class Profile:
 PROFILES = {
     "default": Profile(None, None, "the client's default passes and the repository's config as shipped"),
     "session9": Profile("accurate", {"intra_op_threads": 2, "allow_spinning": None, "queue_delay_us": 2000},
-                        "accurate passes (flip + refine), 2 spinning ONNX Runtime threads, 2 ms batching delay"),
+                        "accurate passes (flip + refine), 2 spinning ONNX Runtime threads, 2 ms batching delay, "
+                        "raw tensors", "raw"),
     "balanced": Profile("balanced", None, "balanced passes (refine), the shipped config"),
     "accurate": Profile("accurate", None, "accurate passes (flip + refine), the shipped config"),
     "spinning": Profile(None, {"allow_spinning": True}, "the default passes and config, ONNX Runtime threads spinning"),
@@ -237,21 +240,28 @@ PROFILES = {
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
     "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
+    "raw": Profile(None, None, "the default passes and config, raw tensors on the wire (CLICKMASK_WIRE=raw)", "raw"),
 }
 
 
 def profile_repository(source: pathlib.Path, config: dict) -> pathlib.Path:
     """A copy of the repository ``source`` whose embedded model runs with ``config``
-    (``python_config`` keywords)."""
+    (``python_config`` keywords); the compact entry, when there is one, takes its ONNX Runtime
+    settings (threads, spinning) too, its batching and single instance stay."""
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     from clickmask.export.model_config import Contract, onnx_input_size, python_config  # noqa: PLC0415
 
+    from clickmask.export.model_config import COMPACT_MODEL_NAME, compact_config  # noqa: PLC0415
+
     target = pathlib.Path(tempfile.mkdtemp(prefix="clickmask-profile-"))
-    shutil.copytree(source / "clickmask", target / "clickmask", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
     (target / "clickmask" / "config.pbtxt").write_text(python_config(Contract(size), **config))
+    if (target / COMPACT_MODEL_NAME).is_dir():  # the compact entry runs ONNX Runtime alike
+        runtime = {key: config[key] for key in ("intra_op_threads", "allow_spinning") if key in config}
+        (target / COMPACT_MODEL_NAME / "config.pbtxt").write_text(compact_config(Contract(size), **runtime))
     return target
 
 
@@ -334,12 +344,20 @@ def _compare(args) -> int:
     """``--find-capacity`` once per ``--compare`` profile, in one run; a side-by-side table."""
     import shutil  # noqa: PLC0415
 
+    from clickmask.client.grpc_client import WIRE_ENV  # noqa: PLC0415
     from clickmask.client.session import PASSES_ENV  # noqa: PLC0415
 
     root, found = args.out, {}
     saved = os.environ.get(PASSES_ENV)
+    saved_wire = os.environ.get(WIRE_ENV)
     for name in args.compare:
         profile = PROFILES[name]
+        if profile.wire:
+            os.environ[WIRE_ENV] = profile.wire
+        elif saved_wire is None:
+            os.environ.pop(WIRE_ENV, None)
+        else:
+            os.environ[WIRE_ENV] = saved_wire
         repository = profile_repository(args.model_repository, profile.config) if profile.config else None
         if profile.passes:
             os.environ[PASSES_ENV] = profile.passes
@@ -359,10 +377,11 @@ def _compare(args) -> int:
             if repository is not None:
                 shutil.rmtree(repository, ignore_errors=True)
         found[name] = json.loads((root / name / "capacity.json").read_text())["capacity_users"]
-    if saved is None:
-        os.environ.pop(PASSES_ENV, None)
-    else:
-        os.environ[PASSES_ENV] = saved
+    for key, value in ((PASSES_ENV, saved), (WIRE_ENV, saved_wire)):
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     first = args.compare[0]
     lines = ["| profile | what | annotators at p95 <= %g ms | vs %s |" % (args.p95_ms, first), "|---|---|---|---|"]
     for name in args.compare:

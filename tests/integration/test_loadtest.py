@@ -106,3 +106,12 @@ def test_profile_repository_writes_the_profile_config(tmp_path):
     assert 'key: "allow_spinning" value { string_value: "0" }' in config
     assert 'key: "intra_op_threads" value { string_value: "1" }' in config
     assert (repository / "clickmask" / "1" / "model.onnx").is_file()
+    compact = (repository / "clickmask_compact" / "config.pbtxt").read_text()
+    assert 'key: "intra_op_threads" value { string_value: "1" }' in compact  # the compact entry runs alike
+    assert (repository / "clickmask_compact" / "1" / "model.py").is_file()
+
+
+def test_the_raw_and_session9_profiles_send_raw_tensors():
+    from clickmask.benchmarks.loadtest import PROFILES
+
+    assert PROFILES["raw"].wire == PROFILES["session9"].wire == "raw" and PROFILES["default"].wire is None
