@@ -85,6 +85,8 @@ def run_eval(args: argparse.Namespace) -> int:
             close()
     summary = summarize(results, name, args.max_clicks)
     summary["session"] = resolve_passes(options)
+    # through a server: which wire the client took (the compact entry when the server offers it)
+    summary["wire"] = ("compact" if predictor.compact else "raw") if args.url else "in-process"
     summary["machine"] = describe_dict()  # figures depend on the CPU (docs/cpu.md)
     curve = summary["miou_curve"]
     print(f"{name}: {summary['num_samples']} samples  NoC@85 {summary['noc85']:.2f}  NoC@90 {summary['noc90']:.2f}  "

@@ -65,6 +65,10 @@ def _add_serve(sub) -> None:
     p.add_argument("--grpc-response-compression", choices=server.RESPONSE_COMPRESSION_LEVELS, default="none",
                    help="gzip inference responses at this level (default: %(default)s); 103 KB -> 43 KB per "
                         "click at S=320 (any level), see benchmarks/results/wire_compression.md")
+    p.add_argument("--frontend-nice", type=int, default=None, metavar="N",
+                   help="nice value for tritonserver's own threads once the models are loaded (0..19); the "
+                        "backend stubs that run the network keep theirs (default: %d; docs/hostile-load.md)"
+                        % server.ServerConfig.frontend_nice)
     p.set_defaults(func=_cmd_serve)
 
 
@@ -80,6 +84,7 @@ def _cmd_serve(args) -> int:
         log_verbose=1 if args.verbose_server else 0, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, admin_key=admin_key, locked_down=args.lock_down,
         grpc_response_compression=args.grpc_response_compression,
+        **({} if args.frontend_nice is None else {"frontend_nice": args.frontend_nice}),
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -108,6 +108,11 @@ class ServerConfig:
     #: gzip level of inference responses (``--grpc-infer-response-compression-level``):
     #: none, low, medium or high. Sent only to clients that accept gzip (gRPC clients do).
     grpc_response_compression: str = "none"
+    #: Nice value given to tritonserver's own threads (gRPC/HTTP front end, scheduler) once the
+    #: models are loaded; the Python-backend stubs, which run the network, keep theirs. On a
+    #: small CPU this lets inference preempt the parsing of requests, bad ones included
+    #: (docs/hostile-load.md). 0 leaves the process as started.
+    frontend_nice: int = 0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -130,6 +135,8 @@ class ServerConfig:
                 f"grpc_response_compression must be one of {', '.join(RESPONSE_COMPRESSION_LEVELS)}, "
                 f"got {self.grpc_response_compression!r}"
             )
+        if not 0 <= self.frontend_nice <= 19:
+            raise ServerStartError(f"frontend_nice must lie in 0..19 (a lower priority only), got {self.frontend_nice}")
         if self.model_control_mode not in ("none", "poll", "explicit"):
             raise ServerStartError(f"model_control_mode must be none, poll or explicit, got {self.model_control_mode!r}")
 
@@ -223,6 +230,25 @@ def server_environment() -> dict[str, str]:
     # The stub runs model.py with this interpreter's packages; one thread pool per instance.
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def renice_threads(pid: int, nice: int) -> int:
+    """Give every thread of process ``pid`` the nice value ``nice`` (Linux sets it per thread;
+    threads started later inherit it from the thread that starts them). Child processes keep
+    theirs. Returns how many threads were changed."""
+    changed = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+            changed += 1
+        except OSError as exc:  # a thread that just ended, or a lower value refused
+            LOGGER.debug("cannot renice thread %s of %d: %s", tid, pid, exc)
+    LOGGER.info("tritonserver %d: %d threads at nice %d; the backend stubs keep theirs", pid, changed, nice)
+    return changed
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -327,6 +353,8 @@ class TritonServer:
             self.stop()
             raise
         self._stubs = set(self.stub_pids())
+        if self.config.frontend_nice:
+            renice_threads(self._process.pid, self.config.frontend_nice)
         return self
 
     # ------------------------------------------------------------------ backend supervision

@@ -32,6 +32,7 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "local")
     served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url], tmp_path, "served")
     assert local["session"] == served["session"] == {"flip": False, "refine": False}  # the default: fast
+    assert (local["wire"], served["wire"]) == ("in-process", "compact")  # the server offers the compact entry
     assert KEYS <= set(local) and KEYS <= set(served)
     assert local["num_samples"] == served["num_samples"] == 3
     assert len(local["miou_curve"]) == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -31,12 +32,25 @@ from ..conftest import REPO_ROOT, free_port
 RULES_DIR = REPO_ROOT / "deploy" / "prometheus" / "rules"
 CONCURRENCY = 4
 CLICKS_PER_SESSION = 5
-MAX_BATCH_SIZE = 16  # model_repository/clickmask/config.pbtxt
+MAX_BATCH_SIZE = 8  # model_repository/clickmask_compact/config.pbtxt: the clients take the compact entry
+SERVED = "clickmask_compact"
 
 # The queries of docs/operations.md (same text as the dashboard's panels).
 SERVER_P95_S = 'max by (model) (nv_inference_request_summary_us{quantile="0.95"}) / 1e6'
 BATCH_SIZE = "sum by (model) (rate(nv_inference_count[1m])) / sum by (model) (rate(nv_inference_exec_count[1m]))"
 CLIENT_P95_S = "histogram_quantile(0.95, sum by (model, le) (rate(clickmask_client_click_seconds_bucket[1m])))"
+COMPACT_BYTES_PER_CLICK = ("(sum by (instance) (rate(clickmask_compact_received_bytes_total[1m])) + sum by (instance) "
+                           "(rate(clickmask_compact_sent_bytes_total[1m]))) / sum by (instance) "
+                           "(rate(clickmask_compact_requests_total[1m]))")
+COMPACT_HIT_RATIO = ("sum by (instance) (rate(clickmask_compact_cache_hits_total[1m])) / (sum by (instance) "
+                     "(rate(clickmask_compact_cache_hits_total[1m])) + sum by (instance) "
+                     "(rate(clickmask_compact_cache_misses_total[1m])))")
+
+
+def _served(expr: str) -> str:
+    """``expr`` (a dashboard query, per model) for the model the clients called only."""
+    expr = re.sub(r"(nv_inference_\w+)\{", rf'\1{{model="{SERVED}",', expr)
+    return re.sub(r"(nv_inference_\w+)\[", rf'\1{{model="{SERVED}"}}[', expr)
 
 
 class PrometheusAPI:
@@ -139,7 +153,7 @@ def prometheus(triton, client_metrics, tmp_path_factory) -> PrometheusAPI:
 def _annotate(grpc_url, metrics, image, raw_mask) -> list[float]:
     """One annotator: a session of CLICKS_PER_SESSION standard-protocol clicks; their latencies.
     Fast passes, so a click is exactly one request of one image and Triton's counters can be
-    checked against the clicks (the default's flip pair is one request of two images)."""
+    checked against the clicks; the client takes the server's compact entry (wire "auto")."""
     gt, ignore = load_gt(raw_mask)
     with Client(grpc_url, metrics=metrics) as client:
         session = client.session(image, flip=False, refine=False)
@@ -193,16 +207,16 @@ def test_prometheus_sees_clicks_p95_and_batch_size(prometheus, client_metrics, g
 
     # Batch size as the dashboard computes it (window > this run, so it covers it all).
     window = f"{math.ceil(elapsed_s) + 5}s"
-    batch = prometheus.scalar(BATCH_SIZE.replace("[1m]", f"[{window}]"))
+    batch = prometheus.scalar(_served(BATCH_SIZE.replace("[1m]", f"[{window}]")))
     assert batch == pytest.approx(inferences / executions, rel=0.15)  # rate() extrapolates
     assert 1.0 <= batch <= min(CONCURRENCY, MAX_BATCH_SIZE) + 1e-9
     # ... and with the documented 1 m window while the run is inside it.
     if elapsed_s < 50:
-        assert 1.0 <= prometheus.scalar(BATCH_SIZE) <= CONCURRENCY + 1e-9
+        assert 1.0 <= prometheus.scalar(_served(BATCH_SIZE)) <= CONCURRENCY + 1e-9
 
     # Server p95 from Triton's summary: present, positive, and no more than what clients felt
     # (a click's client latency contains the server's request time).
-    server_p95 = prometheus.scalar(SERVER_P95_S)
+    server_p95 = prometheus.scalar(_served(SERVER_P95_S))
     assert math.isfinite(server_p95) and 0 < server_p95 < 10
     assert server_p95 <= 2 * max(latencies), (server_p95, sorted(latencies))
 
@@ -230,7 +244,17 @@ def test_prometheus_sees_clicks_p95_and_batch_size(prometheus, client_metrics, g
           f"client p95 {exact_p95 * 1e3:.0f} ms, rate() {client_p95 * 1e3:.0f} ms (measured {measured_p95 * 1e3:.0f} ms)")
     total = prometheus.scalar("sum(clickmask_client_click_seconds_sum)")
     assert total == pytest.approx(sum(latencies), rel=0.02)
-    assert prometheus.scalar("sum(clickmask_client_sent_bytes_total)") == clicks * 6 * 320 * 320
+    # the clients took the compact entry: far fewer bytes than the raw tensors, as the server counted them
+    sent = prometheus.scalar("sum(clickmask_client_sent_bytes_total)")
+    assert 0 < sent < clicks * 6 * 320 * 320 / 4
+    assert prometheus.scalar("sum(clickmask_compact_received_bytes_total)") == sent
+    assert prometheus.scalar("sum(clickmask_compact_requests_total)") == clicks
+    # the dashboard's bytes-a-click and hit-ratio queries answer: each session's first crop was
+    # sent (no hit), and later clicks mostly name a crop the server holds
+    per_click = prometheus.scalar(COMPACT_BYTES_PER_CLICK.replace("[1m]", f"[{window}]"))
+    assert 1_000 < per_click < 165_000, per_click
+    hit_ratio = prometheus.scalar(COMPACT_HIT_RATIO.replace("[1m]", f"[{window}]"))
+    assert 0 < hit_ratio <= 1
     assert prometheus.query("clickmask_client_errors_total") == []  # no call failed
     assert prometheus.query("clickmask_client_grpc_errors_total") == []
 
