@@ -241,6 +241,8 @@ PROFILES = {
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
     "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
     "raw": Profile(None, None, "the default passes and config, raw tensors on the wire (CLICKMASK_WIRE=raw)", "raw"),
+    "compact": Profile(None, None, "the default passes and config, the compact entry (CLICKMASK_WIRE=compact; "
+                       "'auto' sends raw tensors over loopback)", "compact"),
 }
 
 

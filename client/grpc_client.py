@@ -70,6 +70,12 @@ _SENT_KEYS = 4096
 _COMPACT_BATCH = 8
 
 
+def is_loopback(url: str) -> bool:
+    """Whether ``host:port`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = url.rsplit(":", 1)[0].strip("[]").lower() if ":" in url else url.lower()
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 class _Miss(Exception):
     """The compact entry did not hold a crop the request named (NOT_FOUND, MISS_PREFIX)."""
 #: A retry is not started when less than this is left of the call's deadline.
@@ -132,7 +138,9 @@ class _ClientBase:
             raise InvalidInputError(f"wire must be one of {', '.join(WIRE_MODES)} (or {WIRE_ENV}), got {wire!r}")
         #: "auto", "compact" or "raw" (see :data:`WIRE_MODES`).
         self.wire = wire
-        self._compact: bool | None = None if wire != "raw" else False  # decided on first use
+        # decided on first use; "auto" never takes it over loopback, where bytes cost nothing and
+        # the compact codec costs CPU and latency (docs/wire.md, "Choosing a path")
+        self._compact: bool | None = False if wire == "raw" or (wire == "auto" and is_loopback(url)) else None
         self._sent_keys: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._keys_lock = threading.Lock()
         #: Compact requests re-sent with their crops after a NOT_FOUND (a restart, an eviction, another replica).
@@ -296,10 +304,12 @@ class Client(_ClientBase):
             ``--grpc-infer-response-compression-level`` (``clickmask serve
             --grpc-response-compression``).
         wire: ``"auto"`` (default, or ``$CLICKMASK_WIRE``) sends clicks through the server's
-            compact entry ``clickmask_compact`` when it offers one: image crops once and then by
-            content key, clicks bit-packed, masks as PNG, the flip pass's mirror made on the
-            server; the masks are bit-identical to the raw path's. ``"raw"`` always sends the
-            contract's tensors; ``"compact"`` fails when the server has no compact entry.
+            compact entry ``clickmask_compact`` when it offers one and is not on this machine:
+            image crops once and then by content key, clicks bit-packed, masks as PNG, the flip
+            pass's mirror made on the server; the masks are bit-identical to the raw path's.
+            Over loopback the bytes cost nothing and the codec costs CPU, so ``"auto"`` sends
+            raw tensors there. ``"raw"`` always sends the contract's tensors; ``"compact"``
+            takes the compact entry (loopback too) and fails when the server has none.
 
     The model info (S, tensor names) is fetched on first use and cached; a thread may share
     one client.

@@ -113,7 +113,7 @@ def test_a_restart_an_eviction_and_a_replica_that_never_saw_the_crop_each_cost_o
     with TritonServer(config_a) as a, TritonServer(config_b):
         proxy = SwitchingProxy(config_a.grpc_port)
         try:
-            with Client(f"127.0.0.1:{proxy.port}", retries=5) as client, Client(config_a.grpc_url, wire="raw") as raw:
+            with Client(f"127.0.0.1:{proxy.port}", retries=5, wire="compact") as client, Client(config_a.grpc_url, wire="raw") as raw:
                 session = client.session(image, flip=False, refine=False)
                 reference = raw.session(image, flip=False, refine=False)
 
@@ -183,7 +183,10 @@ def test_malformed_compact_requests_are_invalid_argument_and_the_server_keeps_se
         triton.close()
 
 
-def test_a_server_without_the_compact_entry_gets_raw_tensors(tmp_path, grabcut_dir):
+def test_a_server_without_the_compact_entry_gets_raw_tensors(tmp_path, grabcut_dir, monkeypatch):
+    import clickmask.client.grpc_client as grpc_client
+
+    monkeypatch.setattr(grpc_client, "is_loopback", lambda url: False)  # as if the server were remote
     repo = tmp_path / "raw-only"
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clickmask", repo / "clickmask")
     config = _config(repo)
@@ -210,7 +213,7 @@ def test_the_async_client_takes_the_compact_path_too(grpc_url, grabcut_dir):
             second = (await session.click(320, 220)).array
             return first, second, client.compact
 
-    raw, compact = asyncio.run(masks("raw")), asyncio.run(masks("auto"))
+    raw, compact = asyncio.run(masks("raw")), asyncio.run(masks("compact"))
     assert compact[2] is True and raw[2] is False
     assert np.array_equal(raw[0], compact[0]) and np.array_equal(raw[1], compact[1])
 
@@ -228,3 +231,17 @@ def test_the_bls_mode_calls_the_raw_model_and_gives_the_same_masks(tmp_path, gra
             assert _clicks(raw, image, gt, ignore, 3, **passes) == _clicks(compact, image, gt, ignore, 3, **passes)
         statistics = grpcclient.InferenceServerClient(config.grpc_url).get_inference_statistics("clickmask")
         assert statistics.model_stats[0].inference_count > 0  # the raw model ran the compact requests too
+
+
+def test_auto_takes_the_compact_entry_off_this_machine_and_raw_tensors_over_loopback(grpc_url, monkeypatch):
+    import clickmask.client.grpc_client as grpc_client
+
+    assert grpc_client.is_loopback("127.0.0.1:8001") and grpc_client.is_loopback("localhost:8001")
+    assert grpc_client.is_loopback("[::1]:8001") and not grpc_client.is_loopback("10.0.0.5:8001")
+    with Client(grpc_url) as local:
+        assert local.compact is False  # decided without asking: bytes are free here
+    monkeypatch.setattr(grpc_client, "is_loopback", lambda url: False)
+    with Client(grpc_url) as remote:
+        image = np.zeros((64, 80, 3), np.uint8)
+        remote.session(image).click(40, 30)
+        assert remote.compact is True

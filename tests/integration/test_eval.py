@@ -7,6 +7,7 @@ would not be exact (tests/integration/test_validation_equals_eval.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,12 +18,13 @@ KEYS = {"dataset", "num_samples", "max_clicks", "noc85", "noc90", "noc95", "fail
         "seconds_per_click"}
 
 
-def _eval(args, tmp_path, name):
+def _eval(args, tmp_path, name, wire=None):
     out = tmp_path / f"{name}.json"
+    env = dict(os.environ, **({"CLICKMASK_WIRE": wire} if wire else {}))
     result = subprocess.run(CLI + ["eval", "--limit", "3", "--max-clicks", "4", "--no-progress",
                                    "--json", str(out), "--csv", str(tmp_path / f"{name}.csv"),
                                    "--plot", str(tmp_path / f"{name}.png")] + args,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text())
 
@@ -31,8 +33,12 @@ def test_eval_in_process_and_through_the_server_agree(grpc_url, grabcut_dir, tmp
     onnx = DEFAULT_MODEL_REPOSITORY / "clickmask" / "1" / "model.onnx"
     local = _eval(["--dataset", str(grabcut_dir), "--onnx", str(onnx), "--threads", "2"], tmp_path, "local")
     served = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url], tmp_path, "served")
+    compact = _eval(["--dataset", str(grabcut_dir), "--url", grpc_url], tmp_path, "compact", wire="compact")
     assert local["session"] == served["session"] == {"flip": False, "refine": False}  # the default: fast
-    assert (local["wire"], served["wire"]) == ("in-process", "compact")  # the server offers the compact entry
+    # over loopback the default sends raw tensors; the compact entry gives the same numbers
+    assert (local["wire"], served["wire"], compact["wire"]) == ("in-process", "raw", "compact")
+    for key in ("noc85", "noc90", "noc95", "failures90", "miou_curve"):
+        assert compact[key] == served[key], key
     assert KEYS <= set(local) and KEYS <= set(served)
     assert local["num_samples"] == served["num_samples"] == 3
     assert len(local["miou_curve"]) == 4

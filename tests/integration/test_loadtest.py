@@ -115,3 +115,4 @@ def test_the_raw_and_session9_profiles_send_raw_tensors():
     from clickmask.benchmarks.loadtest import PROFILES
 
     assert PROFILES["raw"].wire == PROFILES["session9"].wire == "raw" and PROFILES["default"].wire is None
+    assert PROFILES["compact"].wire == "compact"
