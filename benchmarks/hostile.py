@@ -454,8 +454,9 @@ class _Server:
             return self.args.url
         from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
+        extra = {} if self.args.frontend_nice is None else {"frontend_nice": self.args.frontend_nice}
         config = ServerConfig(model_repository=self.args.model_repository, grpc_port=_free_port(),
-                              http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300)
+                              http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300, **extra)
         self.server = TritonServer(config, log_path=self.log_dir / "tritonserver.log")
         LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)
         self.server.start()
@@ -847,6 +848,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     attack.add_argument("--attacker-nice", type=int, default=0,
                         help="run the attacker process at this nice value, to tell its own CPU use on this "
                              "machine from the server's cost of refusing (default: %(default)s)")
+    p.add_argument("--frontend-nice", type=int, default=None, metavar="N",
+                   help="with --start-server: tritonserver's own threads at this nice value, the backend stubs "
+                        "not (ServerConfig.frontend_nice; default: the server's default)")
     phases = p.add_argument_group("phases and gate")
     phases.add_argument("--seconds", type=float, default=60.0, help="seconds per phase (default: %(default)s)")
     phases.add_argument("--warmup", type=float, default=10.0,
