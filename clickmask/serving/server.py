@@ -111,8 +111,9 @@ class ServerConfig:
     #: Nice value given to tritonserver's own threads (gRPC/HTTP front end, scheduler) once the
     #: models are loaded; the Python-backend stubs, which run the network, keep theirs. On a
     #: small CPU this lets inference preempt the parsing of requests, bad ones included
-    #: (docs/hostile-load.md). 0 leaves the process as started.
-    frontend_nice: int = 0
+    #: (docs/hostile-load.md: under a flood of malformed requests the good clicks' p50 rose 17-20%
+    #: at 10 against 44% at 0). 0 leaves the process as started.
+    frontend_nice: int = 10
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
