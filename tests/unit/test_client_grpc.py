@@ -109,6 +109,8 @@ class FakeTriton:
         return make_config()
 
     def is_model_ready(self, model_name, client_timeout=None):
+        if model_name == "clickmask_compact":
+            return False  # this fake serves the raw model only (the compact path has its own tests)
         self._maybe_fail(client_timeout)
         return True
 
@@ -134,6 +136,9 @@ class FakeAioTriton(FakeTriton):
 
     async def infer(self, model_name, inputs, outputs=None, client_timeout=None):  # type: ignore[override]
         return FakeTriton.infer(self, model_name, inputs, outputs, client_timeout)
+
+    async def is_model_ready(self, model_name, client_timeout=None):  # type: ignore[override]
+        return FakeTriton.is_model_ready(self, model_name, client_timeout)
 
     async def close(self):  # type: ignore[override]
         self.closed = True

@@ -125,6 +125,14 @@ def test_a_failing_network_is_a_model_fault_for_every_decoded_request():
     assert isinstance(answer, ModelFault) and "boom" in str(answer)
 
 
-def test_the_committed_compact_config_is_the_generator_s():
+def test_the_committed_compact_config_is_the_generator_s_and_parses():
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     committed = (DEFAULT_MODEL_REPOSITORY / "clickmask_compact" / "config.pbtxt").read_text()
     assert committed == compact_config(Contract(320))
+    config = text_format.Parse(committed, model_config_pb2.ModelConfig())
+    assert [t.name for t in config.input] == ["crop_key", "crop", "clicks", "prev_mask", "flip"]
+    assert {t.data_type for t in config.input} == {model_config_pb2.TYPE_STRING}
+    assert config.instance_group[0].count == 1 and config.HasField("dynamic_batching")
+    assert config.parameters["network"].string_value == "inline"
