@@ -377,6 +377,18 @@ class TritonServer:
                 continue  # the process ended while we looked
         return sorted(pids)
 
+    def stub_pid(self, model: str) -> int | None:
+        """The process id of the stub that runs ``model`` (its ``model.py`` path names it), or None."""
+        marker = f"{os.sep}{model}{os.sep}"
+        for pid in self.stub_pids():
+            try:
+                command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(marker in part and part.endswith("model.py") for part in command):
+                return pid
+        return None
+
     def backend_problem(self) -> str | None:
         """Why the model cannot answer although tritonserver runs, or None when all is well."""
         if self._process is None or self._process.poll() is not None or not self._stubs:

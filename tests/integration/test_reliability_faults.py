@@ -81,7 +81,9 @@ def test_a_killed_backend_stub_breaks_the_model_until_the_server_restarts(own_se
         tensor.set_data_from_numpy(np.zeros((1, channels, 320, 320), np.uint8))
         inputs.append(tensor)
     raw.infer("clickmask", inputs)
-    (stub,) = own_server.stub_pids()
+    assert len(own_server.stub_pids()) == 2  # clickmask and clickmask_compact
+    stub = own_server.stub_pid("clickmask")
+    assert stub is not None and stub != own_server.stub_pid("clickmask_compact")
     os.kill(stub, signal.SIGKILL)
     for _ in range(2):
         with pytest.raises(InferenceServerException) as info:
@@ -128,7 +130,7 @@ def test_the_supervisor_restarts_a_crashed_backend_under_load_and_clients_ride_i
     try:
         time.sleep(2.0)
         killed_at = time.perf_counter()
-        os.kill(own_server.stub_pids()[0], signal.SIGKILL)
+        os.kill(own_server.stub_pid("clickmask"), signal.SIGKILL)
         while own_server.restarts == restarts_before and time.perf_counter() - killed_at < 90:
             time.sleep(0.2)
         recovered = time.perf_counter() - killed_at
