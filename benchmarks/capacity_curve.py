@@ -41,7 +41,7 @@ def plot(rows, path: pathlib.Path, default: str, gate_users: int = 40) -> None:
         marker = "*" if name == default else "o"
         ax.scatter([users], [noc], s=160 if name == default else 50, marker=marker, color="tab:blue", zorder=3)
         ax.scatter([users], [whole], s=160 if name == default else 50, marker=marker, color="tab:orange", zorder=3)
-        ax.annotate(name + (" (default)" if name == default else ""), (users, noc), textcoords="offset points",
+        ax.annotate(name + (" (the default)" if name == default and name != "default" else ""), (users, noc), textcoords="offset points",
                     xytext=(6, 6), fontsize=8)
     ax.scatter([], [], color="tab:blue", label="val-v2 NoC@90, all 305 objects")
     ax.scatter([], [], color="tab:orange", label="val-v2 NoC@90, 165 whole objects")
