@@ -38,7 +38,6 @@ import platform
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import time
 
 import numpy as np
 
+from clickmask.benchmarks.loadtest import ServerUnderTest
 from clickmask.machine import describe as describe_cpu
 
 LOGGER = logging.getLogger(__name__)
@@ -437,36 +437,6 @@ def ratio_interval(quiet: list[float], attacked: list[float], resamples: int = 2
 
 
 # ------------------------------------------------------------------------------ the run
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _Server:
-    """``--url`` as it is, or an embedded tritonserver with ``--start-server``."""
-
-    def __init__(self, args, log_dir: pathlib.Path):
-        self.args, self.log_dir, self.server = args, log_dir, None
-
-    def __enter__(self) -> str:
-        if not self.args.start_server:
-            return self.args.url
-        from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
-
-        extra = {} if self.args.frontend_nice is None else {"frontend_nice": self.args.frontend_nice}
-        config = ServerConfig(model_repository=self.args.model_repository, grpc_port=_free_port(),
-                              http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300, **extra)
-        self.server = TritonServer(config, log_path=self.log_dir / "tritonserver.log")
-        LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)
-        self.server.start()
-        return config.grpc_url
-
-    def __exit__(self, *exc) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-
 def model_size(url: str) -> int:
     """S, from the model config's ``input_size`` parameter (320 when it cannot be read)."""
     import tritonclient.grpc as grpcclient  # noqa: PLC0415
@@ -780,7 +750,7 @@ def run(args) -> int:
               f"phases of {args.seconds:g} s after {args.warmup:g} s warm-up; machine: {machine()}"]
     print("\n".join(header), flush=True)
     try:
-        with _Server(args, raw_dir) as url:
+        with ServerUnderTest(args, raw_dir) as url:  # --url, or --start-server (and --frontend-nice)
             summary = measure(args, url, raw_dir)
     except ClickmaskError:
         if any(raw_dir.iterdir()):

@@ -267,7 +267,7 @@ def profile_repository(source: pathlib.Path, config: dict) -> pathlib.Path:
     return target
 
 
-class _Target:
+class ServerUnderTest:
     """The server under test: ``--url``, or an embedded tritonserver with ``--start-server``."""
 
     def __init__(self, args, out: pathlib.Path, repository: pathlib.Path | None = None):
@@ -279,8 +279,10 @@ class _Target:
             return self.args.url
         from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
+        nice = getattr(self.args, "frontend_nice", None)  # hostile.py's --frontend-nice
         config = ServerConfig(model_repository=self.repository, grpc_port=_free_port(),
-                              http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300)
+                              http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300,
+                              **({} if nice is None else {"frontend_nice": nice}))
         self.server = TritonServer(config, log_path=self.out / "tritonserver.log")
         LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)
         self.server.start()
@@ -342,6 +344,15 @@ def _find_capacity(args, url: str) -> int:
     return 0 if capacity else GATE_FAILED
 
 
+def _set_env(values: dict[str, str | None]) -> None:
+    """Set each variable, or remove it where the value is None."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _compare(args) -> int:
     """``--find-capacity`` once per ``--compare`` profile, in one run; a side-by-side table."""
     import shutil  # noqa: PLC0415
@@ -350,28 +361,17 @@ def _compare(args) -> int:
     from clickmask.client.session import PASSES_ENV  # noqa: PLC0415
 
     root, found = args.out, {}
-    saved = os.environ.get(PASSES_ENV)
-    saved_wire = os.environ.get(WIRE_ENV)
+    saved = {key: os.environ.get(key) for key in (PASSES_ENV, WIRE_ENV)}
     for name in args.compare:
         profile = PROFILES[name]
-        if profile.wire:
-            os.environ[WIRE_ENV] = profile.wire
-        elif saved_wire is None:
-            os.environ.pop(WIRE_ENV, None)
-        else:
-            os.environ[WIRE_ENV] = saved_wire
+        # a profile's passes and wire for the Locust users; the caller's environment otherwise
+        _set_env({PASSES_ENV: profile.passes or saved[PASSES_ENV], WIRE_ENV: profile.wire or saved[WIRE_ENV]})
         repository = profile_repository(args.model_repository, profile.config) if profile.config else None
-        if profile.passes:
-            os.environ[PASSES_ENV] = profile.passes
-        elif saved is None:
-            os.environ.pop(PASSES_ENV, None)
-        else:
-            os.environ[PASSES_ENV] = saved
         print(f"\n== {name}: {profile.about}", flush=True)
         args.out = root / name
         args.out.mkdir(parents=True, exist_ok=True)
         try:
-            with _Target(args, args.out, repository) as url:
+            with ServerUnderTest(args, args.out, repository) as url:
                 preflight(url, args.dataset)
                 _find_capacity(args, url)
         finally:
@@ -379,11 +379,7 @@ def _compare(args) -> int:
             if repository is not None:
                 shutil.rmtree(repository, ignore_errors=True)
         found[name] = json.loads((root / name / "capacity.json").read_text())["capacity_users"]
-    for key, value in ((PASSES_ENV, saved), (WIRE_ENV, saved_wire)):
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    _set_env(saved)
     first = args.compare[0]
     lines = ["| profile | what | annotators at p95 <= %g ms | vs %s |" % (args.p95_ms, first), "|---|---|---|---|"]
     for name in args.compare:
@@ -428,7 +424,7 @@ def run(args) -> int:
             raise InvalidInputError("--compare starts one server per profile: use it with --start-server and "
                                     "--find-capacity")
         return _compare(args)
-    with _Target(args, args.out) as url:
+    with ServerUnderTest(args, args.out) as url:
         preflight(url, args.dataset)
         return _find_capacity(args, url) if args.find_capacity else _single(args, url)
 

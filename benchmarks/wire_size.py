@@ -95,20 +95,6 @@ class _Counted:
         return mask
 
 
-def _server_pids(server_pid: int) -> list[int]:
-    pids = [server_pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == server_pid:  # ppid
-                    pids.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return pids
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -121,7 +107,9 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, objects, max_clicks: int, server_pid: int | None, progress: bool = True) -> list[Tally]:
+def measure(url: str, objects, max_clicks: int, server_pids: list[int], progress: bool = True) -> list[Tally]:
+    """Run every object through each configuration; ``server_pids`` (tritonserver and its stubs,
+    empty for ``--url``) are the processes whose CPU is counted."""
     from clickmask.client import Client  # noqa: PLC0415
     from clickmask.client.protocol import run_protocol  # noqa: PLC0415
     from clickmask.datasets import load_object  # noqa: PLC0415
@@ -150,12 +138,10 @@ def measure(url: str, objects, max_clicks: int, server_pid: int | None, progress
             for (path, passes), tally in tallies.items():
                 client = clients[(path, passes)]
                 resends = client.crop_resends
-                pids = _server_pids(server_pid) if server_pid else []
-                cpu0 = _cpu_seconds(pids) if pids else 0.0
+                cpu0 = _cpu_seconds(server_pids)
                 session = _Counted(client.session(image, **presets[passes]), proxy, tally)
                 result = run_protocol(session, gt, ignore, max_clicks=max_clicks, sample_id=sample_name(obj))
-                if pids:
-                    tally.cpu_s += _cpu_seconds(pids) - cpu0
+                tally.cpu_s += _cpu_seconds(server_pids) - cpu0  # 0 without server processes
                 tally.objects += 1
                 tally.resends += client.crop_resends - resends
                 tally.curves.append(result.ious)
@@ -222,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if not objects:
         parser.error(f"no objects under {args.dataset}")
     if args.url:
-        tallies = measure(args.url, objects, args.max_clicks, None, not args.no_progress)
+        tallies = measure(args.url, objects, args.max_clicks, [], not args.no_progress)
     else:
         from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
@@ -235,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                               startup_timeout_s=240.0)
         print("starting tritonserver ...", file=sys.stderr, flush=True)
         with TritonServer(config) as server:
-            tallies = measure(config.grpc_url, objects, args.max_clicks, server.pid, not args.no_progress)
+            pids = [server.pid, *server.stub_pids()]
+            tallies = measure(config.grpc_url, objects, args.max_clicks, pids, not args.no_progress)
     text, facts = summary(tallies)
     command = "python -m clickmask.benchmarks.wire_size " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"# Bytes a click on the wire: raw tensors against the compact entry\n\n"

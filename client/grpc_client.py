@@ -178,6 +178,32 @@ class _ClientBase:
         arrays = {name: np.array(values, dtype=np.object_).reshape(-1, 1) for name, values in fields.items()}
         return arrays, sent
 
+    def _compact_tensors(self, module: Any, checked: Sequence[dict[str, np.ndarray]],
+                         flips: Sequence[tuple[int, int] | None], attempt: int) -> tuple[list, list, int]:
+        """The InferInputs and InferRequestedOutputs (of ``module``: tritonclient.grpc or its aio
+        twin) of one compact call, and the bytes it sends; the second attempt carries every crop."""
+        arrays, sent = self._compact_request(checked, flips, all_crops=attempt == 1)
+        inputs = []
+        for name, array in arrays.items():
+            tensor = module.InferInput(name, list(array.shape), "BYTES")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return inputs, [module.InferRequestedOutput(COMPACT_OUTPUT)], sent
+
+    def _count_miss(self, miss: "_Miss", attempt: int) -> None:
+        """A miss on the first attempt is re-sent with the crops; on the second it is an error."""
+        if attempt:
+            raise InferenceError(f"the compact entry refused crops it was just sent: {miss}") from miss
+        self.crop_resends += 1
+
+    def _settle_compact(self, ready: bool) -> bool:
+        """Record whether the server's compact entry is ready; ``wire="compact"`` needs it."""
+        if not ready and self.wire == "compact":
+            raise ModelNotReadyError(f"{self.url} serves no ready {COMPACT_MODEL} model (wire='compact'); "
+                                     "use wire='auto' or 'raw', or serve the embedded repository")
+        self._compact = ready
+        return ready
+
     def _forget_crops(self) -> None:
         with self._keys_lock:
             self._sent_keys.clear()
@@ -403,10 +429,7 @@ class Client(_ClientBase):
                 ready = bool(self._triton.is_model_ready(COMPACT_MODEL, client_timeout=self.timeout_s, **self._kwargs))
             except _GRPC_ERRORS:
                 ready = False
-            if not ready and self.wire == "compact":
-                raise ModelNotReadyError(f"{self.url} serves no ready {COMPACT_MODEL} model (wire='compact'); "
-                                         "use wire='auto' or 'raw', or serve the embedded repository")
-            self._compact = ready
+            self._settle_compact(ready)
         return self._compact
 
     def _compact_call(self, inputs: list, outputs: list, timeout: float) -> Any:
@@ -425,20 +448,12 @@ class Client(_ClientBase):
         checked = [check_inputs(r, info) for r in requests]
         started = time.perf_counter()
         for attempt in (0, 1):
-            arrays, sent = self._compact_request(checked, flips, all_crops=attempt == 1)
-            inputs = []
-            for name, array in arrays.items():
-                tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
-                tensor.set_data_from_numpy(array)
-                inputs.append(tensor)
-            outputs = [grpcclient.InferRequestedOutput(COMPACT_OUTPUT)]
+            inputs, outputs, sent = self._compact_tensors(grpcclient, checked, flips, attempt)
             try:
                 result = self._call(lambda t: self._compact_call(inputs, outputs, t))
                 array, received = self._compact_output(result, info, len(checked))
             except _Miss as miss:
-                if attempt:
-                    raise InferenceError(f"the compact entry refused crops it was just sent: {miss}") from miss
-                self.crop_resends += 1
+                self._count_miss(miss, attempt)
                 continue
             except ClickmaskError as error:
                 self._record(started, error)
@@ -604,10 +619,7 @@ class AsyncClient(_ClientBase):
                                                                **self._kwargs))
             except _GRPC_ERRORS:
                 ready = False
-            if not ready and self.wire == "compact":
-                raise ModelNotReadyError(f"{self.url} serves no ready {COMPACT_MODEL} model (wire='compact'); "
-                                         "use wire='auto' or 'raw', or serve the embedded repository")
-            self._compact = ready
+            self._settle_compact(ready)
         return self._compact
 
     async def _compact_call(self, inputs: list, outputs: list, timeout: float) -> Any:
@@ -626,20 +638,12 @@ class AsyncClient(_ClientBase):
         checked = [check_inputs(r, info) for r in requests]
         started = time.perf_counter()
         for attempt in (0, 1):
-            arrays, sent = self._compact_request(checked, flips, all_crops=attempt == 1)
-            inputs = []
-            for name, array in arrays.items():
-                tensor = self._aio.InferInput(name, list(array.shape), "BYTES")
-                tensor.set_data_from_numpy(array)
-                inputs.append(tensor)
-            outputs = [self._aio.InferRequestedOutput(COMPACT_OUTPUT)]
+            inputs, outputs, sent = self._compact_tensors(self._aio, checked, flips, attempt)
             try:
                 result = await self._call(lambda t: self._compact_call(inputs, outputs, t))
                 array, received = self._compact_output(result, info, len(checked))
             except _Miss as miss:
-                if attempt:
-                    raise InferenceError(f"the compact entry refused crops it was just sent: {miss}") from miss
-                self.crop_resends += 1
+                self._count_miss(miss, attempt)
                 continue
             except ClickmaskError as error:
                 self._record(started, error)
