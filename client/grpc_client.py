@@ -48,6 +48,7 @@ from .errors import (
 )
 from .metrics import ClientMetrics
 from .session import AsyncSession, Session, _initial_state
+from .shm import Region, RegionPool, admin_headers, is_missing_region, shm_request
 
 __all__ = ["Client", "AsyncClient", "ModelInfo", "TensorSpec", "DEFAULT_URL", "DEFAULT_MODEL_NAME",
            "COMPRESSION_ALGORITHMS", "WIRE_MODES", "WIRE_ENV"]
@@ -59,9 +60,11 @@ DEFAULT_MODEL_NAME = "clickmask"
 #: gRPC message compression a client can ask for on its inference requests.
 COMPRESSION_ALGORITHMS = ("gzip", "deflate")
 _GRPC_ERRORS = (InferenceServerException, grpc.RpcError)
-#: ``wire``: "auto" uses the compact entry when the server offers it (else raw), "compact"
-#: requires it, "raw" always sends the contract's tensors.
-WIRE_MODES = ("auto", "compact", "raw")
+#: ``wire``: "auto" uses shared memory on the server's machine when the client holds the admin
+#: key, else the compact entry on a remote server that offers it, else raw tensors; "compact"
+#: requires the compact entry, "shm" requires shared memory, "raw" always sends the contract's
+#: tensors in the gRPC message.
+WIRE_MODES = ("auto", "compact", "raw", "shm")
 #: Environment variable that picks ``wire`` for clients that are not given one.
 WIRE_ENV = "CLICKMASK_WIRE"
 #: How many crop keys a client remembers having sent (the server may still have dropped any).
@@ -78,6 +81,11 @@ def is_loopback(url: str) -> bool:
 
 class _Miss(Exception):
     """The compact entry did not hold a crop the request named (NOT_FOUND, MISS_PREFIX)."""
+
+
+class _ShmRefused(Exception):
+    """The server would not register a shared-memory region (no or a wrong admin key, another
+    machine behind a loopback address, or no shared-memory support)."""
 #: A retry is not started when less than this is left of the call's deadline.
 _MIN_ATTEMPT_S = 0.05
 T = TypeVar("T")
@@ -140,7 +148,17 @@ class _ClientBase:
         self.wire = wire
         # decided on first use; "auto" never takes it over loopback, where bytes cost nothing and
         # the compact codec costs CPU and latency (docs/wire.md, "Choosing a path")
-        self._compact: bool | None = False if wire == "raw" or (wire == "auto" and is_loopback(url)) else None
+        self._compact: bool | None = False if wire in ("raw", "shm") or (wire == "auto" and is_loopback(url)) else None
+        # shared memory: asked for, or "auto" on this machine with the admin key that opens it
+        self._admin = admin_headers(headers)
+        if wire == "shm" and self._admin is None:
+            raise InvalidInputError(
+                "wire='shm' needs the server's admin key (shared memory is an admin API): pass "
+                "headers={'triton-grpc-protocol-clickmask-admin-key': KEY} or set CLICKMASK_ADMIN_KEY; "
+                "'clickmask serve' prints the key")
+        self._shm_on = wire == "shm" or (wire == "auto" and is_loopback(url) and self._admin is not None)
+        self._shm_pool: RegionPool | None = None
+        self._shm_lock = threading.Lock()
         self._sent_keys: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._keys_lock = threading.Lock()
         #: Compact requests re-sent with their crops after a NOT_FOUND (a restart, an eviction, another replica).
@@ -150,6 +168,28 @@ class _ClientBase:
     def compact(self) -> bool | None:
         """Whether inference goes through the compact entry (None until the first call decides)."""
         return self._compact
+
+    @property
+    def shared_memory(self) -> bool:
+        """Whether raw tensors go through shared memory (False once the server refused it)."""
+        return self._shm_on
+
+    def _take_region(self, info: ModelInfo, count: int) -> Region:
+        with self._shm_lock:
+            if self._shm_pool is None:
+                self._shm_pool = RegionPool(info.size)
+            pool = self._shm_pool
+        return pool.take(count)
+
+    def _shm_refused(self, refused: _ShmRefused) -> None:
+        """The server refused a region: "auto" sends raw tensors from now on, "shm" fails."""
+        if self.wire == "shm":
+            raise PermissionDeniedError(
+                f"{self.url} refused the shared-memory region ({refused}); check the admin key, and that "
+                "the server runs on this machine (a container needs the host's /dev/shm), or use wire='raw'"
+            ) from refused
+        logger.warning("%s refused shared memory (%s); sending raw tensors", self.url, refused)
+        self._shm_on = False
 
     def _compact_request(self, requests: Sequence[dict[str, np.ndarray]], flips: Sequence[tuple[int, int] | None],
                          all_crops: bool) -> tuple[dict[str, np.ndarray], int]:
@@ -432,6 +472,46 @@ class Client(_ClientBase):
             self._settle_compact(ready)
         return self._compact
 
+    def _register(self, region: Region) -> None:
+        try:
+            self._triton.register_system_shared_memory(region.name, region.key, region.nbytes,
+                                                       headers=self._admin, client_timeout=self.timeout_s)
+        except _GRPC_ERRORS as error:
+            raise _ShmRefused(getattr(error, "message", lambda: str(error))()) from error
+        region.registered = True
+
+    def _unregister(self, regions: Sequence[Region]) -> None:
+        for region in regions:
+            try:
+                self._triton.unregister_system_shared_memory(region.name, headers=self._admin,
+                                                             client_timeout=self.timeout_s)
+            except _GRPC_ERRORS as error:  # a server that is gone has forgotten it anyway
+                logger.debug("could not unregister %s: %s", region.name, error)
+
+    def _infer_shm(self, info: ModelInfo, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """One raw request through a shared-memory region; a region the server lost (a restart)
+        is registered again once."""
+        count = int(batch["image"].shape[0])
+        region = self._take_region(info, count)
+        try:
+            for attempt in (0, 1):
+                if not region.registered:
+                    self._register(region)
+                inputs, outputs = shm_request(grpcclient, region, info, batch)
+                try:
+                    self._call(lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs,
+                                                            client_timeout=t, **self._infer_kwargs))
+                except ClickmaskError as error:
+                    if attempt or not is_missing_region(str(error)):
+                        raise
+                    logger.info("%s lost the shared-memory regions (restarted?); registering again", self.url)
+                    self._shm_pool.forget_registrations()
+                    continue
+                return region.read_output(count)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._unregister(self._shm_pool.give(region))
+
     def _compact_call(self, inputs: list, outputs: list, timeout: float) -> Any:
         try:
             return self._triton.infer(COMPACT_MODEL, inputs, outputs=outputs, client_timeout=timeout,
@@ -489,8 +569,19 @@ class Client(_ClientBase):
             except ModelNotReadyError as error:
                 self._check_compact_model(error)
         batch = self._stack(info, requests)
-        inputs, outputs = self._make_request(grpcclient, info, batch)
         started = time.perf_counter()
+        if self._shm_on:
+            try:
+                array = self._infer_shm(info, batch)
+            except _ShmRefused as refused:
+                self._shm_refused(refused)
+            except ClickmaskError as error:
+                self._record(started, error)
+                raise
+            else:
+                self._record(started, None, wire_bytes=(0, 0))
+                return array
+        inputs, outputs = self._make_request(grpcclient, info, batch)
         try:
             result = self._call(
                 lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
@@ -512,7 +603,10 @@ class Client(_ClientBase):
         return Session(self, image, **options)
 
     def close(self) -> None:
-        """Close the gRPC channel; the client cannot be used afterwards."""
+        """Unregister and remove the shared-memory regions, close the gRPC channel; the client
+        cannot be used afterwards."""
+        if self._shm_pool is not None:
+            self._unregister(self._shm_pool.close())
         self._triton.close()
 
     def __enter__(self) -> "Client":
@@ -622,6 +716,45 @@ class AsyncClient(_ClientBase):
             self._settle_compact(ready)
         return self._compact
 
+    async def _register(self, region: Region) -> None:
+        try:
+            await self._triton.register_system_shared_memory(region.name, region.key, region.nbytes,
+                                                             headers=self._admin, client_timeout=self.timeout_s)
+        except _GRPC_ERRORS as error:
+            raise _ShmRefused(getattr(error, "message", lambda: str(error))()) from error
+        region.registered = True
+
+    async def _unregister(self, regions: Sequence[Region]) -> None:
+        for region in regions:
+            try:
+                await self._triton.unregister_system_shared_memory(region.name, headers=self._admin,
+                                                                   client_timeout=self.timeout_s)
+            except _GRPC_ERRORS as error:
+                logger.debug("could not unregister %s: %s", region.name, error)
+
+    async def _infer_shm(self, info: ModelInfo, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """See :meth:`Client._infer_shm`."""
+        count = int(batch["image"].shape[0])
+        region = self._take_region(info, count)
+        try:
+            for attempt in (0, 1):
+                if not region.registered:
+                    await self._register(region)
+                inputs, outputs = shm_request(self._aio, region, info, batch)
+                try:
+                    await self._call(lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs,
+                                                                  client_timeout=t, **self._infer_kwargs))
+                except ClickmaskError as error:
+                    if attempt or not is_missing_region(str(error)):
+                        raise
+                    logger.info("%s lost the shared-memory regions (restarted?); registering again", self.url)
+                    self._shm_pool.forget_registrations()
+                    continue
+                return region.read_output(count)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            await self._unregister(self._shm_pool.give(region))
+
     async def _compact_call(self, inputs: list, outputs: list, timeout: float) -> Any:
         try:
             return await self._triton.infer(COMPACT_MODEL, inputs, outputs=outputs, client_timeout=timeout,
@@ -673,8 +806,19 @@ class AsyncClient(_ClientBase):
             except ModelNotReadyError as error:
                 self._check_compact_model(error)
         batch = self._stack(info, requests)
-        inputs, outputs = self._make_request(self._aio, info, batch)
         started = time.perf_counter()
+        if self._shm_on:
+            try:
+                array = await self._infer_shm(info, batch)
+            except _ShmRefused as refused:
+                self._shm_refused(refused)
+            except ClickmaskError as error:
+                self._record(started, error)
+                raise
+            else:
+                self._record(started, None, wire_bytes=(0, 0))
+                return array
+        inputs, outputs = self._make_request(self._aio, info, batch)
         try:
             result = await self._call(
                 lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
@@ -696,7 +840,9 @@ class AsyncClient(_ClientBase):
         return AsyncSession(self, image, _seed=seed, **options)
 
     async def close(self) -> None:
-        """Close the gRPC channel."""
+        """Unregister and remove the shared-memory regions, close the gRPC channel."""
+        if self._shm_pool is not None:
+            await self._unregister(self._shm_pool.close())
         await self._triton.close()
 
     async def __aenter__(self) -> "AsyncClient":
