@@ -5,6 +5,10 @@ For each setting (ONNX Runtime's thread spinning on and off; Triton's batching d
 * starts the embedded tritonserver on a copy of the model repository whose config carries the
   setting, and opens the same ONNX file in-process with the same threads and setting;
 * builds one real request (the first GrabCut object, its first standard click, full view);
+* sends it with the client of each ``--wires`` (``shm``: the tensors through Triton's system
+  shared memory, what ``wire="auto"`` does on the server's machine with the admin key;
+  ``raw``: the tensors in the gRPC message, ``wire="auto"`` without the key), one after the other
+  against the same server, each measured on its own against the in-process side as follows;
 * **alternated**: ``--pairs`` pairs, the order flipped every pair (server then in-process,
   in-process then server, ...: ABBA), so neither side always runs right after the other;
 * **blocked**: ``--pairs`` server requests in a row, then as many in-process runs in a row.
@@ -37,7 +41,17 @@ SETTINGS = {
     "spinning": {"allow_spinning": True},
     "no-spinning": {"allow_spinning": False},
     "no-spinning-no-delay": {"allow_spinning": False, "queue_delay_us": 0},
+    # Two instances: a request that arrives while the one instance is still finishing the
+    # previous execute (its response already sent) finds the other free (see STALL_MS).
+    "two-instances": {"allow_spinning": False, "queue_delay_us": 0, "instance_count": 2},
 }
+
+#: A served request slower than this counts as a stall. Triton's dynamic batcher sleeps up to
+#: 500 ms on an empty queue; a request that arrives while the only instance is still finishing
+#: the previous execute (the Python backend sends the response before it releases the
+#: instance) can find no free slot, wake nobody, and wait out that sleep. Back-to-back
+#: requests from one client hit this window; medians hide it, this count shows it.
+STALL_MS = 250.0
 
 
 @dataclasses.dataclass
@@ -52,11 +66,24 @@ class Side:
     def p90(self) -> float:
         return float(np.percentile(self.times_ms, 90))
 
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times_ms)
+
+    @property
+    def stalls(self) -> int:
+        return sum(t > STALL_MS for t in self.times_ms)
+
+
+#: Client ``wire`` modes the server side can take (see the module docstring).
+WIRES = ("shm", "raw")
+
 
 @dataclasses.dataclass
 class SettingResult:
     setting: str
     threads: int
+    wire: str
     alternated_server: Side
     alternated_local: Side
     blocked_server: Side
@@ -152,7 +179,7 @@ def measure(server_call, local_call, pairs: int, warmup: int = 5, stats=None) ->
 
 
 def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarray], threads: int, pairs: int,
-                base_port: int) -> SettingResult:
+                base_port: int, wires: tuple[str, ...] = WIRES) -> list[SettingResult]:
     from clickmask.client import Client  # noqa: PLC0415
     from clickmask.serving import OnnxPredictor  # noqa: PLC0415
     from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
@@ -163,41 +190,49 @@ def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarra
                           spinning=setting["allow_spinning"])
     config = ServerConfig(model_repository=repo, grpc_port=base_port, http_port=base_port + 1,
                           metrics_port=base_port + 2, startup_timeout_s=300)
+    results = []
     try:
-        with TritonServer(config) as server, Client(config.grpc_url) as client:
-            out_server = client.infer(inputs)
-            out_local = local.infer(inputs)
-            if not np.array_equal(np.asarray(out_server).reshape(out_local.shape), out_local):
-                raise RuntimeError("the server and the in-process session disagree on the same request")
-            sides = measure(lambda: client.infer(inputs), lambda: local.infer(inputs), pairs,
-                            stats=lambda: triton_stats(config.grpc_url))
+        with TritonServer(config) as server:
+            for wire in wires:
+                with Client(config.grpc_url, wire=wire, headers=server.admin_headers) as client:
+                    out_server = client.infer(inputs)
+                    out_local = local.infer(inputs)
+                    if not np.array_equal(np.asarray(out_server).reshape(out_local.shape), out_local):
+                        raise RuntimeError(f"the server ({wire}) and the in-process session disagree on the same request")
+                    if wire == "shm" and not client.shared_memory:
+                        raise RuntimeError("the server refused the shared-memory region")
+                    sides = measure(lambda: client.infer(inputs), lambda: local.infer(inputs), pairs,
+                                    stats=lambda: triton_stats(config.grpc_url))
+                results.append(SettingResult(name, threads, wire, *sides))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
-    return SettingResult(name, threads, *sides)
+    return results
 
 
 def triton_table(results: list[SettingResult]) -> str:
-    """Where a blocked server request's time goes, by Triton's statistics (mean ms)."""
-    lines = ["| setting | client median ms | Triton: request | queue | input | infer (adapter + ORT) | output | "
-             "outside Triton (gRPC, client) | infer - in-process median |", "|---|---|---|---|---|---|---|---|---|"]
+    """Where a blocked server request's time goes, by Triton's statistics: means, since Triton
+    keeps sums (a stall shows in the queue column)."""
+    lines = ["| setting | wire | client mean ms | Triton mean ms: request | queue | input | infer (adapter + ORT) | output | "
+             "outside Triton (gRPC, client) | infer - in-process mean |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r.triton_ms
         if not t:
             continue
-        lines.append(f"| {r.setting} | {r.blocked_server.median:.1f} | {t['request']:.1f} | {t['queue']:.2f} | "
+        lines.append(f"| {r.setting} | {r.wire} | {r.blocked_server.mean:.1f} | {t['request']:.1f} | {t['queue']:.2f} | "
                      f"{t['input']:.2f} | {t['infer']:.1f} | {t['output']:.2f} | "
-                     f"{r.blocked_server.median - t['request']:.1f} | {t['infer'] - r.blocked_local.median:+.1f} |")
+                     f"{r.blocked_server.mean - t['request']:.1f} | {t['infer'] - r.blocked_local.mean:+.1f} |")
     return "\n".join(lines)
 
 
 def table(results: list[SettingResult]) -> str:
-    lines = ["| setting | threads | order | server median ms | in-process median ms | server p90 ms | "
-             "in-process p90 ms | server / in-process |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| setting | wire | threads | order | server median ms | in-process median ms | server p90 ms | "
+             f"in-process p90 ms | server / in-process | server requests > {STALL_MS:.0f} ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for order, server, local in (("alternated (ABBA)", r.alternated_server, r.alternated_local),
                                      ("blocked", r.blocked_server, r.blocked_local)):
-            lines.append(f"| {r.setting} | {r.threads} | {order} | {server.median:.1f} | {local.median:.1f} | "
-                         f"{server.p90:.1f} | {local.p90:.1f} | **{server.median / local.median:.2f}x** |")
+            lines.append(f"| {r.setting} | {r.wire} | {r.threads} | {order} | {server.median:.1f} | {local.median:.1f} | "
+                         f"{server.p90:.1f} | {local.p90:.1f} | **{server.median / local.median:.2f}x** | "
+                         f"{server.stalls} of {len(server.times_ms)} |")
     return "\n".join(lines)
 
 
@@ -211,6 +246,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the request is this set's first object (default: %(default)s)")
     p.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS),
                    help="ONNX Runtime settings to compare (default: all)")
+    p.add_argument("--wires", nargs="+", choices=WIRES, default=list(WIRES),
+                   help="client paths to the server, each measured against the in-process side (default: all)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads on both sides (default: %(default)s)")
     p.add_argument("--pairs", type=int, default=150, help="requests a side and order (default: %(default)s)")
     p.add_argument("--base-port", type=int, default=8301, help="gRPC port; HTTP and metrics follow")
@@ -233,9 +270,10 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for i, name in enumerate(args.settings):
         print(f"setting {name}: starting the server ...", flush=True)
-        results.append(run_setting(name, args.model_repository, inputs, args.threads, args.pairs,
-                                   args.base_port + 10 * i))
-        print(table(results[-1:]), flush=True)
+        done = run_setting(name, args.model_repository, inputs, args.threads, args.pairs,
+                           args.base_port + 10 * i, tuple(args.wires))
+        results += done
+        print(table(done), flush=True)
     text = header + "\n" + table(results) + "\n\nWhere the blocked server requests' time goes (Triton's statistics):\n\n" \
         + triton_table(results) + "\n"
     print("\n" + table(results) + "\n\n" + triton_table(results))
@@ -243,15 +281,17 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m clickmask.benchmarks.serving_overhead " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k in ("pairs", "threads", "settings"))
+            for k, v in vars(args).items() if k in ("pairs", "threads", "settings", "wires"))
         args.out.write_text(text + f"\nCommand: `{command} --out {args.out}`\n")
         args.out.with_suffix(".json").write_text(json.dumps({
             "cpu": describe_cpu(), "pairs": args.pairs, "size": size,
-            "results": [{"setting": r.setting, "threads": r.threads,
+            "results": [{"setting": r.setting, "wire": r.wire, "threads": r.threads,
                          "alternated": {"server_ms": r.alternated_server.times_ms,
                                         "local_ms": r.alternated_local.times_ms},
                          "blocked": {"server_ms": r.blocked_server.times_ms, "local_ms": r.blocked_local.times_ms},
                          "ratio_alternated": r.ratios()[0], "ratio_blocked": r.ratios()[1],
+                         "stalls": {"over_ms": STALL_MS, "alternated": r.alternated_server.stalls,
+                                    "blocked": r.blocked_server.stalls},
                          "triton_ms": r.triton_ms} for r in results]},
             indent=1))
     return 0

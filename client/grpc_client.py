@@ -374,8 +374,12 @@ class Client(_ClientBase):
             image crops once and then by content key, clicks bit-packed, masks as PNG, the flip
             pass's mirror made on the server; the masks are bit-identical to the raw path's.
             Over loopback the bytes cost nothing and the codec costs CPU, so ``"auto"`` sends
-            raw tensors there. ``"raw"`` always sends the contract's tensors; ``"compact"``
-            takes the compact entry (loopback too) and fails when the server has none.
+            raw tensors there: through shared memory when the client holds the server's admin
+            key (``headers`` or ``$CLICKMASK_ADMIN_KEY``; the request then carries offsets, not
+            717 KB), else in the gRPC message. ``"shm"`` requires shared memory (the key, and the
+            server on this machine); ``"raw"`` always sends the contract's tensors in the
+            message; ``"compact"`` takes the compact entry (loopback too) and fails when the
+            server has none.
 
     The model info (S, tensor names) is fetched on first use and cached; a thread may share
     one client.

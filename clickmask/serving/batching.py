@@ -91,6 +91,9 @@ def _stack(requests, valid: list[tuple[int, int]], infer: InferFn) -> dict[str, 
     """The valid requests as one batch, stacked where ``infer.host_buffers(batch)`` says (a GPU
     predictor's page-locked staging memory: one host copy fewer), else in new arrays."""
     staging = getattr(infer, "host_buffers", None)
+    if staging is None and len(valid) == 1:  # one request: its own tensors, no copy
+        index = valid[0][0]
+        return {name: requests[index][name] for name in INPUT_CHANNELS}
     out = staging(sum(n for _, n in valid)) if staging is not None else None
     return {name: np.concatenate([requests[i][name] for i, _ in valid], axis=0,
                                  out=None if out is None else out[name]) for name in INPUT_CHANNELS}

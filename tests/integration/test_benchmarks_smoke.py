@@ -150,14 +150,17 @@ def test_serving_overhead_benchmark_alternates_and_reads_tritons_stages(datasets
     assert serving_overhead.main(["--settings", "no-spinning", "--pairs", "10", "--dataset",
                                   str(datasets_dir / "GrabCut"), "--base-port", str(free_port()),
                                   "--out", str(out)]) == 0
-    result = json.loads(out.with_suffix(".json").read_text())["results"][0]
-    assert len(result["alternated"]["server_ms"]) == len(result["blocked"]["local_ms"]) == 10
-    assert result["ratio_alternated"] > 0 and result["ratio_blocked"] > 0
-    stages = result["triton_ms"]
-    assert set(stages) == {"request", "queue", "input", "infer", "output"}
-    assert 0 < stages["infer"] <= stages["request"]  # the ONNX Runtime run happens inside the request
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert [r["wire"] for r in results] == ["shm", "raw"]  # both client paths against one server
+    for result in results:
+        assert len(result["alternated"]["server_ms"]) == len(result["blocked"]["local_ms"]) == 10
+        assert result["ratio_alternated"] > 0 and result["ratio_blocked"] > 0
+        stages = result["triton_ms"]
+        assert set(stages) == {"request", "queue", "input", "infer", "output"}
+        assert 0 < stages["infer"] <= stages["request"]  # the ONNX Runtime run happens inside the request
     text = out.read_text()
-    assert "alternated (ABBA)" in text and "outside Triton" in text
+    assert "alternated (ABBA)" in text and "outside Triton" in text and "| shm |" in text
+    assert "--wires shm raw" in text  # the command that reproduces it
     assert "CPU: " in text  # the machine is named
 
 
