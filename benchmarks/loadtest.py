@@ -60,6 +60,8 @@ class RunResult:
     aggregated: StatsRow
     rows: tuple[StatsRow, ...]
     locust_exit_code: int
+    #: how the users' clients sent their tensors (``shm``/``message``/``compact`` -> users), from locust.out
+    wire_paths: dict = dataclasses.field(default_factory=dict)
 
     def holds(self, p95_ms: float) -> bool:
         a = self.aggregated
@@ -137,7 +139,21 @@ def run_locust(args, users: int, url: str, out_dir: pathlib.Path) -> RunResult:
         tail = "\n".join((out_dir / "locust.out").read_text(errors="replace").splitlines()[-25:])
         raise ClickmaskError(f"locust exited with status {completed.returncode}:\n{tail}")
     aggregated, rows = read_stats(stats)
-    return RunResult(users, args.duration, str(out_dir), aggregated, rows, completed.returncode)
+    return RunResult(users, args.duration, str(out_dir), aggregated, rows, completed.returncode,
+                     read_wire_paths(out_dir / "locust.out"))
+
+
+#: The locustfile's closing line: how many users sent their tensors by each path.
+WIRE_LINE = "clickmask wire paths of the users:"
+
+
+def read_wire_paths(path: pathlib.Path) -> dict[str, int]:
+    """The locustfile's count of users per wire path (empty when the line is missing)."""
+    for line in reversed(path.read_text(errors="replace").splitlines()):
+        if line.startswith(WIRE_LINE):
+            pairs = (item.split("=", 1) for item in line[len(WIRE_LINE):].split())
+            return {key: int(value) for key, value in pairs}
+    return {}
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -152,6 +168,8 @@ RUN_HEADER = f"{'name':<12}{'clicks':>8}{'fail':>7}{'p50 ms':>9}{'p95 ms':>9}{'p
 def run_report(result: RunResult, p95_ms: float) -> list[str]:
     lines = [RUN_HEADER] + [_row_line(r) for r in result.rows] + [_row_line(result.aggregated, "all clicks")]
     lines += ["", result.verdict(p95_ms)]
+    if result.wire_paths:
+        lines.append("wire paths (users): " + ", ".join(f"{k} {v}" for k, v in sorted(result.wire_paths.items())))
     return lines
 
 
@@ -240,9 +258,9 @@ PROFILES = {
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
     "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
-    "raw": Profile(None, None, "the default passes and config, raw tensors on the wire (CLICKMASK_WIRE=raw)", "raw"),
+    "raw": Profile(None, None, "the default passes and config, raw tensors in the gRPC message (CLICKMASK_WIRE=raw)", "raw"),
     "compact": Profile(None, None, "the default passes and config, the compact entry (CLICKMASK_WIRE=compact; "
-                       "'auto' sends raw tensors over loopback)", "compact"),
+                       "'auto' sends raw tensors over loopback, through shared memory with the admin key)", "compact"),
 }
 
 
@@ -268,11 +286,17 @@ def profile_repository(source: pathlib.Path, config: dict) -> pathlib.Path:
 
 
 class ServerUnderTest:
-    """The server under test: ``--url``, or an embedded tritonserver with ``--start-server``."""
+    """The server under test: ``--url``, or an embedded tritonserver with ``--start-server``.
+
+    A started server's admin key goes to the Locust users through ``$CLICKMASK_ADMIN_KEY`` for
+    the run, as a platform on the server's machine would hold it: their ``wire="auto"`` clients
+    then send raw tensors through shared memory (``CLICKMASK_WIRE=raw`` keeps them in the message).
+    """
 
     def __init__(self, args, out: pathlib.Path, repository: pathlib.Path | None = None):
         self.args, self.out, self.server = args, out, None
         self.repository = repository or args.model_repository
+        self._saved_key: str | None = None
 
     def __enter__(self) -> str:
         if not self.args.start_server:
@@ -286,10 +310,17 @@ class ServerUnderTest:
         self.server = TritonServer(config, log_path=self.out / "tritonserver.log")
         LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)
         self.server.start()
+        from clickmask.client.shm import ADMIN_KEY_ENV  # noqa: PLC0415
+
+        self._saved_key = os.environ.get(ADMIN_KEY_ENV)
+        os.environ[ADMIN_KEY_ENV] = self.server.admin_key
         return config.grpc_url
 
     def __exit__(self, *exc) -> None:
         if self.server is not None:
+            from clickmask.client.shm import ADMIN_KEY_ENV  # noqa: PLC0415
+
+            _set_env({ADMIN_KEY_ENV: self._saved_key})
             self.server.stop()
 
 

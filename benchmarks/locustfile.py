@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from locust import User, events, task  # noqa: E402
 
 from clickmask.client import Client, ClickmaskError  # noqa: E402
+from clickmask.benchmarks.loadtest import WIRE_LINE  # noqa: E402
 from clickmask.client.protocol import ProtocolRun  # noqa: E402
 from clickmask.datasets import default_root  # noqa: E402
 
@@ -102,6 +103,17 @@ def _check_options(environment, **_kwargs) -> None:
     _Workload.get(options.dataset, options.images)  # fail now, not in every user
 
 
+#: How the users' clients sent their tensors ("shm", "message", "compact"), counted at their stop.
+WIRE_USED: dict[str, int] = {}
+
+
+@events.quitting.add_listener
+def _report_wire(**_kwargs) -> None:
+    """One line for locust.out (``loadtest`` reads it back into its summary)."""
+    if WIRE_USED:
+        print(WIRE_LINE, " ".join(f"{k}={v}" for k, v in sorted(WIRE_USED.items())), flush=True)
+
+
 class Annotator(User):
     """One person annotating objects one after the other, a click every think time."""
 
@@ -114,6 +126,8 @@ class Annotator(User):
         self.session = None
 
     def on_stop(self) -> None:
+        path = "shm" if self.client.shared_memory else "compact" if self.client.compact else "message"
+        WIRE_USED[path] = WIRE_USED.get(path, 0) + 1
         self.client.close()
 
     def wait_time(self) -> float:

@@ -88,6 +88,10 @@ def test_compare_finds_each_profiles_capacity_in_one_run(grabcut_dir, tmp_path):
     assert "| session9 |" in table and "| default |" in table and "1.00x" in table
     for name in ("session9", "default"):
         assert (out / name / "capacity.json").is_file() and (out / name / "tritonserver.log").is_file()
+    # the started server's key reached the default profile's users: shared memory; session9 forces raw
+    paths = {name: json.loads((out / name / "capacity.json").read_text())["runs"][0]["wire_paths"]
+             for name in ("session9", "default")}
+    assert paths == {"session9": {"message": 2}, "default": {"shm": 2}}
 
 
 def test_compare_needs_its_own_servers(grabcut_dir, tmp_path):
