@@ -75,9 +75,10 @@ def _add_serve(sub) -> None:
 def _cmd_serve(args) -> int:
     import os
 
+    from clickmask.client.shm import ADMIN_KEY_ENV
     from clickmask.serving.server import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, ServerConfig, TritonServer
 
-    admin_key = args.admin_key or os.environ.get("CLICKMASK_ADMIN_KEY") or None
+    admin_key = args.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
     config = ServerConfig(
         model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
@@ -100,6 +101,8 @@ def _cmd_serve(args) -> int:
     key_text = "(the key you gave)" if admin_key else server.admin_key
     print(f"  admin    {', '.join(config.restricted_apis)} need the header {GRPC_ADMIN_KEY_HEADER} (gRPC) or "
           f"{ADMIN_KEY_HEADER} (HTTP): {key_text}", flush=True)
+    print(f"  shm      clients on this machine with {ADMIN_KEY_ENV} set to the admin key send tensors through "
+          "shared memory (docs/wire.md)", flush=True)
     print("press Ctrl-C to stop", flush=True)
     if args.restart_on_backend_crash:
         code = server.supervise(stop)

@@ -35,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 
+from clickmask.client.shm import GRPC_ADMIN_KEY_HEADER as _CLIENT_ADMIN_HEADER
 from clickmask.errors import ServerStartError
 
 LOGGER = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ DEFAULT_MODEL_REPOSITORY = pathlib.Path(__file__).resolve().parent.parent / "mod
 # Latency quantiles exported as nv_inference_*_summary_us{quantile=...}: "quantile:error".
 SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001"
 _PR_SET_PDEATHSIG = 1
-#: Name of the admin key header. gRPC clients send it as ``triton-grpc-protocol-<name>``
-#: (Triton's prefix), HTTP clients as ``<name>``.
-ADMIN_KEY_HEADER = "clickmask-admin-key"
-GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+#: The admin key's header, defined once in the client (its shared-memory path sends it). gRPC
+#: clients send it as ``triton-grpc-protocol-<name>`` (Triton's prefix), HTTP clients as ``<name>``.
+GRPC_ADMIN_KEY_HEADER = _CLIENT_ADMIN_HEADER
+ADMIN_KEY_HEADER = GRPC_ADMIN_KEY_HEADER.removeprefix("triton-grpc-protocol-")  # the HTTP header
 #: APIs that change the server or reach into it: always behind the admin key.
 ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
 #: Read-only APIs that are open by default because the client (model-config gives S) and the
