@@ -257,6 +257,8 @@ PROFILES = {
     "delay-2ms": Profile(None, {"queue_delay_us": 2000}, "the default passes and config, a 2 ms batching delay"),
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
+    "instances-2x2": Profile(None, {"instance_count": 2},
+                             "the default passes, 2 model instances of 2 ONNX Runtime threads each (no batcher stall)"),
     "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
     "raw": Profile(None, None, "the default passes and config, raw tensors in the gRPC message (CLICKMASK_WIRE=raw)", "raw"),
     "compact": Profile(None, None, "the default passes and config, the compact entry (CLICKMASK_WIRE=compact; "
