@@ -259,6 +259,8 @@ PROFILES = {
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
     "instances-2x2": Profile(None, {"instance_count": 2},
                              "the default passes, 2 model instances of 2 ONNX Runtime threads each (no batcher stall)"),
+    "no-batching": Profile(None, {"dynamic_batching": False},
+                           "the default passes, one instance, Triton's dynamic batcher off (each request alone)"),
     "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
     "raw": Profile(None, None, "the default passes and config, raw tensors in the gRPC message (CLICKMASK_WIRE=raw)", "raw"),
     "compact": Profile(None, None, "the default passes and config, the compact entry (CLICKMASK_WIRE=compact; "

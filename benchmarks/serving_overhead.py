@@ -44,6 +44,8 @@ SETTINGS = {
     # Two instances: a request that arrives while the one instance is still finishing the
     # previous execute (its response already sent) finds the other free (see STALL_MS).
     "two-instances": {"allow_spinning": False, "queue_delay_us": 0, "instance_count": 2},
+    # Triton's dynamic batcher off: each request runs alone, and the batcher cannot stall.
+    "no-batching": {"allow_spinning": False, "dynamic_batching": False},
 }
 
 #: A served request slower than this counts as a stall. Triton's dynamic batcher sleeps up to

@@ -427,7 +427,8 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                      tensorrt_fp16: bool = False, cuda_graphs: bool = False,
                      checkpoint_path: pathlib.Path | str | None = None, size: int | None = None,
                      queue_delay_us: int | None = None,
-                     predictor_options: dict[str, str] | None = None) -> pathlib.Path:
+                     predictor_options: dict[str, str] | None = None,
+                     dynamic_batching: bool = True) -> pathlib.Path:
     """Lay out ``OUTPUT/clickmask/{config.pbtxt, 1/...}`` for ``backend``; return the config path.
 
     S comes from the ONNX file; for ``torch-cuda`` (no ONNX file) from the checkpoint, or
@@ -454,6 +455,8 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                                         PYTHON_ADAPTER: version_dir / "model.py"}, backend, size)
     if predictor_options:
         raise ModelConfigError("predictor options apply to --backend torch-cuda only")
+    if not dynamic_batching and backend != "python":
+        raise ModelConfigError("--no-dynamic-batching applies to --backend python only")
     if onnx_path is None:
         raise ModelConfigError(f"--backend {backend} serves an ONNX file: pass --onnx FILE (make one with "
                                "'clickmask export onnx')")
@@ -484,7 +487,8 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                                   tensorrt_fp16=tensorrt_fp16, instance_count=instance_count)
         files = {onnx_path: version_dir / ONNX_FILE}
     else:
-        text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count)
+        text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count,
+                             dynamic_batching=dynamic_batching)
         files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
         write_compact(output, size)  # the compact wire entry in front of it
 

@@ -220,3 +220,17 @@ def test_repository_cli_writes_the_torch_cuda_repository(tmp_path, capsys):
     assert main(["export", "repository", "--backend", "torch-cuda", "--checkpoint", str(checkpoint),
                  "--predictor-option", "compile", "--output", str(tmp_path / "repo2")]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_export_repository_without_the_dynamic_batcher(tmp_path):
+    """--no-dynamic-batching: the python entry has no dynamic_batching block (so no batcher stall and
+    no queue policy); the other backends refuse the flag."""
+    from clickmask.export.model_config import ModelConfigError, write_repository
+
+    path = write_repository("python", tmp_path / "plain", onnx_path=SHIPPED_ONNX, dynamic_batching=False)
+    config = text_format.Parse(path.read_text(), pb.ModelConfig())
+    assert not config.HasField("dynamic_batching") and config.max_batch_size == 16
+    batched = write_repository("python", tmp_path / "batched", onnx_path=SHIPPED_ONNX)
+    assert text_format.Parse(batched.read_text(), pb.ModelConfig()).HasField("dynamic_batching")
+    with pytest.raises(ModelConfigError, match="python only"):
+        write_repository("onnxruntime", tmp_path / "ort", onnx_path=SHIPPED_ONNX, dynamic_batching=False)
