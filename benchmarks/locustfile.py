@@ -35,8 +35,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from locust import User, events, task  # noqa: E402
 
-from clickmask.client import Client, ClickmaskError  # noqa: E402
 from clickmask.benchmarks.loadtest import WIRE_LINE  # noqa: E402
+from clickmask.client import Client, ClickmaskError  # noqa: E402
 from clickmask.client.protocol import ProtocolRun  # noqa: E402
 from clickmask.datasets import default_root  # noqa: E402
 

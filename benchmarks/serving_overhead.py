@@ -41,18 +41,18 @@ SETTINGS = {
     "spinning": {"allow_spinning": True},
     "no-spinning": {"allow_spinning": False},
     "no-spinning-no-delay": {"allow_spinning": False, "queue_delay_us": 0},
-    # Two instances: a request that arrives while the one instance is still finishing the
-    # previous execute (its response already sent) finds the other free (see STALL_MS).
+    # Two instances: a request that arrives while one instance is busy finds the other free
+    # (see STALL_MS).
     "two-instances": {"allow_spinning": False, "queue_delay_us": 0, "instance_count": 2},
     # Triton's dynamic batcher off: each request runs alone, and the batcher cannot stall.
     "no-batching": {"allow_spinning": False, "dynamic_batching": False},
 }
 
 #: A served request slower than this counts as a stall. Triton's dynamic batcher sleeps up to
-#: 500 ms on an empty queue; a request that arrives while the only instance is still finishing
-#: the previous execute (the Python backend sends the response before it releases the
-#: instance) can find no free slot, wake nobody, and wait out that sleep. Back-to-back
-#: requests from one client hit this window; medians hide it, this count shows it.
+#: 500 ms on an empty queue; a request that arrives while the only instance is busy (running,
+#: or finishing the previous execute after the Python backend sent its response) finds no free
+#: slot and wakes nobody, so it waits for the next arrival or the end of that sleep. A client
+#: that turns round fast hits this window often; medians hide it, this count shows it.
 STALL_MS = 250.0
 
 
