@@ -2,8 +2,8 @@
 
 One run compares, side by side on the same machine and the same ONNX file:
 
-* the server with dynamic batching (the shipped config) at each concurrency level,
-* the same server with dynamic batching removed from its config (the batching gain),
+* the server with Triton's dynamic batcher (no queue policy) at each concurrency level,
+* the same server without it (the shipped config since session 13; the batching gain),
 * the ONNX file called in-process, one session at a time (the serving overhead).
 
 Each simulated annotator opens a session on a real image and clicks where the standard
@@ -119,15 +119,22 @@ def run_level(mode, make_predictor, workload, concurrency, seconds, clicks_per_o
                        None if avg_batch is None else round(avg_batch, 2), len(errors))
 
 
-def repository_without_batching(source: pathlib.Path) -> pathlib.Path:
-    """A copy of the model repository whose config has no dynamic_batching block."""
-    target = pathlib.Path(tempfile.mkdtemp(prefix="clickmask-nobatch-"))
+def repository_with_batching(source: pathlib.Path, dynamic_batching: bool) -> pathlib.Path:
+    """A copy of the model repository whose embedded config has Triton's dynamic batcher (no
+    queue policy) or not (the shipped default since session 13)."""
+    target = pathlib.Path(tempfile.mkdtemp(prefix="clickmask-batch-" if dynamic_batching else "clickmask-nobatch-"))
     shutil.copytree(source / "clickmask", target / "clickmask", ignore=shutil.ignore_patterns("__pycache__"))
     from clickmask.export.model_config import Contract, onnx_input_size, python_config  # noqa: PLC0415
 
     size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
-    (target / "clickmask" / "config.pbtxt").write_text(python_config(Contract(size), dynamic_batching=False))
+    (target / "clickmask" / "config.pbtxt").write_text(python_config(Contract(size),
+                                                                     dynamic_batching=dynamic_batching))
     return target
+
+
+def repository_without_batching(source: pathlib.Path) -> pathlib.Path:
+    """A copy of the model repository whose config has no dynamic_batching block."""
+    return repository_with_batching(source, False)
 
 
 def _server_config(repository: pathlib.Path, base_port: int) -> ServerConfig:
@@ -147,7 +154,7 @@ def sweep(args) -> list[LevelResult]:
         run_level("in-process", lambda: local, workload, 1, args.warmup_seconds, args.clicks_per_object)
     results.append(run_level("in-process", lambda: local, workload, 1, args.seconds, args.clicks_per_object))
     _report(results[-1])
-    modes = [("triton-batching", args.model_repository)]
+    modes = [("triton-batching", repository_with_batching(args.model_repository, True))]
     if not args.skip_no_batching:
         modes.append(("triton-no-batching", repository_without_batching(args.model_repository)))
     for mode, repository in modes:

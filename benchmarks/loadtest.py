@@ -244,23 +244,35 @@ class Profile:
     wire: str | None = None
 
 
+#: The queue policy every embedded config had until session 12 (32 requests, 2 s, REJECT).
+_POLICY = {"max_queue_size": 32, "queue_timeout_us": 2_000_000}
+
 #: ``--compare`` choices. ``session9`` is the default as it shipped until session 9: accurate
-#: passes, two intra-op threads with ONNX Runtime's spinning threads.
+#: passes, two intra-op threads with ONNX Runtime's spinning threads; ``session12`` the served
+#: config of session 12 (the batcher with its queue policy, which stalls).
 PROFILES = {
     "default": Profile(None, None, "the client's default passes and the repository's config as shipped"),
-    "session9": Profile("accurate", {"intra_op_threads": 2, "allow_spinning": None, "queue_delay_us": 2000},
+    "session9": Profile("accurate", {"intra_op_threads": 2, "allow_spinning": None, "queue_delay_us": 2000,
+                                     "dynamic_batching": True, **_POLICY},
                         "accurate passes (flip + refine), 2 spinning ONNX Runtime threads, 2 ms batching delay, "
-                        "raw tensors", "raw"),
+                        "queue policy, raw tensors", "raw"),
+    "session12": Profile(None, {"dynamic_batching": True, **_POLICY},
+                         "the default passes, the batcher with the queue policy of session 12 (32 requests, 2 s): "
+                         "Triton's prefetching off, so some requests stall up to 500 ms"),
+    "batcher": Profile(None, {"dynamic_batching": True},
+                       "the default passes, Triton's dynamic batcher without a queue policy (it prefetches)"),
+    "no-batching": Profile(None, {"dynamic_batching": False},
+                           "the default passes, one instance, Triton's dynamic batcher off (each request alone)"),
     "balanced": Profile("balanced", None, "balanced passes (refine), the shipped config"),
     "accurate": Profile("accurate", None, "accurate passes (flip + refine), the shipped config"),
     "spinning": Profile(None, {"allow_spinning": True}, "the default passes and config, ONNX Runtime threads spinning"),
-    "delay-2ms": Profile(None, {"queue_delay_us": 2000}, "the default passes and config, a 2 ms batching delay"),
+    "delay-2ms": Profile(None, {"queue_delay_us": 2000, "dynamic_batching": True},
+                         "the default passes, the batcher with a 2 ms batching delay"),
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
-    "instances-2x2": Profile(None, {"instance_count": 2},
-                             "the default passes, 2 model instances of 2 ONNX Runtime threads each (no batcher stall)"),
-    "no-batching": Profile(None, {"dynamic_batching": False},
-                           "the default passes, one instance, Triton's dynamic batcher off (each request alone)"),
+    "instances-2x2": Profile(None, {"instance_count": 2, "dynamic_batching": True, **_POLICY},
+                             "the default passes, the batcher with the queue policy, 2 model instances of 2 ONNX "
+                             "Runtime threads each (fewer stalls)"),
     "fast": Profile("fast", None, "fast passes (one model call a click), the shipped config"),
     "raw": Profile(None, None, "the default passes and config, raw tensors in the gRPC message (CLICKMASK_WIRE=raw)", "raw"),
     "compact": Profile(None, None, "the default passes and config, the compact entry (CLICKMASK_WIRE=compact; "
@@ -284,7 +296,8 @@ def profile_repository(source: pathlib.Path, config: dict) -> pathlib.Path:
     size = onnx_input_size(target / "clickmask" / "1" / "model.onnx")
     (target / "clickmask" / "config.pbtxt").write_text(python_config(Contract(size), **config))
     if (target / COMPACT_MODEL_NAME).is_dir():  # the compact entry runs ONNX Runtime alike
-        runtime = {key: config[key] for key in ("intra_op_threads", "allow_spinning") if key in config}
+        runtime = {key: config[key] for key in ("intra_op_threads", "allow_spinning", "max_queue_size",
+                                                "queue_timeout_us") if key in config}
         (target / COMPACT_MODEL_NAME / "config.pbtxt").write_text(compact_config(Contract(size), **runtime))
     return target
 

@@ -259,9 +259,14 @@ def _add_repository_parser(sub) -> None:
                    help=f"default: {TORCH_CUDA_INSTANCES} for torch-cuda, else 1")
     p.add_argument("--queue-delay-us", type=int, default=None,
                    help=f"torch-cuda: dynamic batcher queue delay (default: {TORCH_CUDA_QUEUE_DELAY_US})")
-    p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
-                   help="python: leave Triton's dynamic batcher out (each request runs alone; no queue bound). "
-                        "On a 2-core CPU it held more annotators at a lower p95 (docs/wire.md, 'A stall')")
+    p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=None,
+                   help="python: put Triton's dynamic batcher in front of the model (default: off, each request "
+                        "runs alone; on a 2-core CPU that held 80 annotators against 72 with the batcher, "
+                        "benchmarks/results/capacity.md). The other backends always batch")
+    p.add_argument("--queue-policy", action="store_true",
+                   help="python, with --dynamic-batching: bound the queue as until session 12 (32 requests, then UNAVAILABLE at once; "
+                        "2 s at most in the queue). Costs a stall of up to 500 ms on some requests "
+                        "(docs/reliability.md, 'Overload'); by default a request waits at most its client's deadline")
     p.add_argument("--predictor-option", action="append", default=None, metavar="KEY=VALUE",
                    help="torch-cuda: a predictor parameter, e.g. compile=false, cuda_graphs=false, "
                         "precision=fp32, streams=1 (repeatable)")
@@ -289,7 +294,8 @@ def _cmd_export_repository(args) -> int:
                                 instance_count=args.instance_count, gpu=args.gpu,
                                 tensorrt_fp16=args.tensorrt_fp16, cuda_graphs=args.cuda_graphs,
                                 checkpoint_path=args.checkpoint, size=args.size, queue_delay_us=args.queue_delay_us,
-                                predictor_options=options or None, dynamic_batching=args.dynamic_batching)
+                                predictor_options=options or None, dynamic_batching=args.dynamic_batching,
+                                queue_policy=args.queue_policy)
     except ModelConfigError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,22 @@ DEFAULT_QUEUE_DELAY_US = 2000
 #: batches, about 0.9 s of work at the measured CPU capacity (~37 clicks/s).
 DEFAULT_MAX_QUEUE_SIZE = 32
 DEFAULT_QUEUE_TIMEOUT_US = 2_000_000
+EMBEDDED_DYNAMIC_BATCHING = False
+"""The embedded raw entry runs each request alone since session 13: on a 2-core CPU one run of
+one request already takes both cores, and Triton's dynamic batcher held fewer annotators at a
+higher p95 than no batcher at all (benchmarks/results/locust-capacity-session13: 72 against 80).
+``dynamic_batching=True`` (``clickmask export repository --dynamic-batching``) brings it back;
+the GPU configs always batch."""
+EMBEDDED_MAX_QUEUE_SIZE = 0
+EMBEDDED_QUEUE_TIMEOUT_US = 0
+"""The embedded CPU entries (raw and compact) have no queue policy since session 13. Any policy
+turns off Triton's prefetching of the next batch (``support_prefetching`` in Triton core's
+``PriorityQueue``), and then a request that arrives while the one instance finishes its run
+waits until the batcher's 500 ms sleep ends (docs/wire.md, "A stall"). Their overload bound is
+the client's deadline instead: a request whose caller has gone is dropped before it runs
+(Triton core at batch formation, ``1/model.py`` otherwise), docs/reliability.md. ``queue_policy``
+in :func:`write_repository` (``clickmask export repository --queue-policy``) restores the old
+bound, stall included."""
 DEFAULT_ALLOW_SPINNING: bool | None = False
 """The embedded default's ONNX Runtime thread spinning: off since session 10. Spinning workers
 hold a core after each run, which on two cores slows whatever runs next (gRPC, the Python
@@ -176,18 +192,19 @@ def _python_backend(contract: Contract, comments: tuple[str, ...], batching: str
 # -------------------------------------------------------------------------------- generators
 def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
                   instance_count: int = 1, queue_delay_us: int = EMBEDDED_QUEUE_DELAY_US,
-                  max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, queue_timeout_us: int = DEFAULT_QUEUE_TIMEOUT_US,
-                  dynamic_batching: bool = True, warmup: bool = True,
+                  max_queue_size: int = EMBEDDED_MAX_QUEUE_SIZE, queue_timeout_us: int = EMBEDDED_QUEUE_TIMEOUT_US,
+                  dynamic_batching: bool = EMBEDDED_DYNAMIC_BATCHING, warmup: bool = True,
                   allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:
     """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
 
-    ``dynamic_batching=False`` leaves the batcher out (each request runs alone: the latency
-    benchmark's baseline).
+    ``dynamic_batching`` (off by default since session 13, ``EMBEDDED_DYNAMIC_BATCHING``) puts
+    Triton's dynamic batcher in front of the instance; without it each request runs alone.
 
     With the defaults and S=320 this is exactly ``model_repository/clickmask/config.pbtxt``.
     ``1/model.py`` reads ``input_size``, ``onnx_file`` and ``intra_op_threads``. Past
     ``max_queue_size`` queued requests, or after ``queue_timeout_us`` in the queue, Triton
-    rejects a request at once instead of letting the queue grow (0 turns either off).
+    rejects a request at once instead of letting the queue grow (0 turns either off; both are
+    off by default, see ``EMBEDDED_MAX_QUEUE_SIZE``).
     ``allow_spinning`` (None: ONNX Runtime's default, which spins) is written as the parameter
     of the same name.
     """
@@ -220,7 +237,8 @@ def _compact_adapter() -> pathlib.Path:
 
 
 def compact_config(contract: Contract, *, cache_bytes: int = DEFAULT_COMPACT_CACHE_BYTES,
-                   max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE, inline: bool = True,
+                   max_queue_size: int = EMBEDDED_MAX_QUEUE_SIZE, queue_timeout_us: int = EMBEDDED_QUEUE_TIMEOUT_US,
+                   inline: bool = True,
                    intra_op_threads: int = 2, allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:
     """The compact entry in front of ``contract.name``: PNG/packed BYTES in, PNG out, image crops
     cached by content key (``cache_bytes``). One instance: each Python-backend instance is its own
@@ -249,7 +267,7 @@ def compact_config(contract: Contract, *, cache_bytes: int = DEFAULT_COMPACT_CAC
             f'name: "{COMPACT_MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {batch}\n'
             f"input [\n{inputs}\n]\n"
             'output [\n  { name: "mask", data_type: TYPE_STRING, dims: [ 1 ] }\n]\n'
-            + _batching_block(preferred_batch_sizes(batch), 0, max_queue_size, DEFAULT_QUEUE_TIMEOUT_US)
+            + _batching_block(preferred_batch_sizes(batch), 0, max_queue_size, queue_timeout_us)
             + "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
             + _parameters(params))
 
@@ -428,14 +446,16 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                      checkpoint_path: pathlib.Path | str | None = None, size: int | None = None,
                      queue_delay_us: int | None = None,
                      predictor_options: dict[str, str] | None = None,
-                     dynamic_batching: bool = True) -> pathlib.Path:
+                     dynamic_batching: bool | None = None, queue_policy: bool = False) -> pathlib.Path:
     """Lay out ``OUTPUT/clickmask/{config.pbtxt, 1/...}`` for ``backend``; return the config path.
 
     S comes from the ONNX file; for ``torch-cuda`` (no ONNX file) from the checkpoint, or
     ``size``. For ``tensorrt`` the plan's profile (read from the ``<plan>.json`` that the
     builder writes) sets the default max batch and opt batch, and a larger ``max_batch_size``
     than the profile allows is refused. ``instance_count`` defaults to 2 for ``torch-cuda``,
-    else 1.
+    else 1. ``dynamic_batching`` None: off for python (``EMBEDDED_DYNAMIC_BATCHING``), on for the
+    others, which cannot turn it off. ``queue_policy`` (python only, with the batcher) gives the raw and compact entries the queue policy
+    they had until session 12 (``DEFAULT_MAX_QUEUE_SIZE`` requests, ``DEFAULT_QUEUE_TIMEOUT_US``).
     """
     if backend not in BACKENDS:
         raise ModelConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -455,8 +475,16 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                                         PYTHON_ADAPTER: version_dir / "model.py"}, backend, size)
     if predictor_options:
         raise ModelConfigError("predictor options apply to --backend torch-cuda only")
-    if not dynamic_batching and backend != "python":
+    if dynamic_batching is False and backend != "python":
         raise ModelConfigError("--no-dynamic-batching applies to --backend python only")
+    if dynamic_batching is None:
+        dynamic_batching = EMBEDDED_DYNAMIC_BATCHING if backend == "python" else True
+    if queue_policy and backend != "python":
+        raise ModelConfigError("--queue-policy applies to --backend python only (the onnxruntime, tensorrt and "
+                               "torch-cuda configs always have one)")
+    if queue_policy and not dynamic_batching:
+        raise ModelConfigError("--queue-policy needs the dynamic batcher: Triton's queue policy is part of it; "
+                               "add --dynamic-batching")
     if onnx_path is None:
         raise ModelConfigError(f"--backend {backend} serves an ONNX file: pass --onnx FILE (make one with "
                                "'clickmask export onnx')")
@@ -487,10 +515,12 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                                   tensorrt_fp16=tensorrt_fp16, instance_count=instance_count)
         files = {onnx_path: version_dir / ONNX_FILE}
     else:
+        policy = ({"max_queue_size": DEFAULT_MAX_QUEUE_SIZE, "queue_timeout_us": DEFAULT_QUEUE_TIMEOUT_US}
+                  if queue_policy else {})
         text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count,
-                             dynamic_batching=dynamic_batching)
+                             dynamic_batching=dynamic_batching, **policy)
         files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
-        write_compact(output, size)  # the compact wire entry in front of it
+        write_compact(output, size, **policy)  # the compact wire entry in front of it
 
     return _write(model_dir, text, files, backend, size)
 

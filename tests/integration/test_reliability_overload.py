@@ -1,7 +1,14 @@
-"""Past capacity the server rejects at once instead of queueing; accepted requests stay bounded.
+"""Past capacity: the shipped config drops requests whose client has gone; a queue policy rejects.
 
-A second tritonserver serves a copy of the repository whose config comes from the same
-generator with a tiny queue (``max_queue_size=4``), so a burst of 48 simultaneous requests
+The shipped embedded config (no batcher, no queue policy since session 13) bounds a request's
+wait by its client's deadline: once the deadline passes, Triton marks the request cancelled and
+the adapter answers it without running the network (``clickmask.serving.cancelled``). A burst of
+48 requests with a 0.25 s deadline shows it on a server of its own, counted by the adapter's
+``clickmask_cancelled_requests_total`` metric.
+
+The opt-in queue policy (``clickmask export repository --dynamic-batching --queue-policy``)
+rejects at once instead: a second tritonserver serves a copy of the repository whose config
+comes from the same generator with a tiny queue (``max_queue_size=4``), so the same burst
 overflows it on this CPU. Figures go to stdout (``pytest -s``); docs/reliability.md has them.
 """
 from __future__ import annotations
@@ -10,6 +17,7 @@ import concurrent.futures
 import shutil
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -32,11 +40,29 @@ def small_queue_server(tmp_path_factory):
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clickmask", repo / "clickmask",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "clickmask" / "config.pbtxt").write_text(
-        python_config(Contract(320), max_queue_size=MAX_QUEUE, queue_timeout_us=2_000_000))
+        python_config(Contract(320), dynamic_batching=True, max_queue_size=MAX_QUEUE, queue_timeout_us=2_000_000))
     config = ServerConfig(model_repository=repo, grpc_port=free_port(), http_port=free_port(),
                           metrics_port=free_port(), startup_timeout_s=180.0)
     with TritonServer(config) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    """The committed embedded config, on a server of its own (the burst must not disturb others)."""
+    repo = tmp_path_factory.mktemp("shipped-repo")
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clickmask", repo / "clickmask",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    config = ServerConfig(model_repository=repo, grpc_port=free_port(), http_port=free_port(),
+                          metrics_port=free_port(), startup_timeout_s=180.0)
+    with TritonServer(config) as server:
+        yield server
+
+
+def _cancelled_total(metrics_url: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("clickmask_cancelled_requests_total{"))
 
 
 def _inputs():
@@ -48,7 +74,7 @@ def _inputs():
     return inputs
 
 
-def _burst(url: str, count: int) -> list[tuple[str, float, str]]:
+def _burst(url: str, count: int, timeout_s: float = 30) -> list[tuple[str, float, str]]:
     """``count`` requests released together; (status, seconds, message) for each."""
     clients = [grpcclient.InferenceServerClient(url) for _ in range(count)]
     for client in clients[:1]:
@@ -60,7 +86,7 @@ def _burst(url: str, count: int) -> list[tuple[str, float, str]]:
         barrier.wait()
         started = time.perf_counter()
         try:
-            client.infer("clickmask", inputs, client_timeout=30)
+            client.infer("clickmask", inputs, client_timeout=timeout_s)
             return "ok", time.perf_counter() - started, ""
         except InferenceServerException as error:
             return str(error.status()), time.perf_counter() - started, error.message()
@@ -70,6 +96,36 @@ def _burst(url: str, count: int) -> list[tuple[str, float, str]]:
     for client in clients:
         client.close()
     return results
+
+
+def test_the_shipped_config_has_no_queue_policy_and_no_batcher():
+    text = (DEFAULT_MODEL_REPOSITORY / "clickmask" / "config.pbtxt").read_text()
+    assert "default_queue_policy" not in text and "dynamic_batching" not in text
+
+
+def test_requests_past_their_deadline_are_dropped_without_running(shipped_server):
+    """A burst the CPU cannot serve within the 0.25 s deadline: every call returns by its
+    deadline, and most of the late requests never reach the network."""
+    deadline_s = 0.25
+    url = shipped_server.config.grpc_url
+    before = _cancelled_total(shipped_server.config.metrics_url)
+    results = _burst(url, BURST, timeout_s=deadline_s)
+    ok = [s for status, s, _ in results if status == "ok"]
+    late = [s for status, s, _ in results if status == "StatusCode.DEADLINE_EXCEEDED"]
+    time.sleep(2.0)  # the queue drains: every late request has been answered or dropped
+    skipped = _cancelled_total(shipped_server.config.metrics_url) - before
+    print(f"\nburst of {BURST}, deadline {deadline_s} s, shipped config: {len(ok)} answered, {len(late)} past "
+          f"the deadline, {skipped:.0f} of them dropped without running; slowest call "
+          f"{max(s for _, s, _ in results):.3f} s")
+    assert len(ok) + len(late) == BURST, {status for status, _, _ in results}
+    assert late, "the burst did not outlast the deadline"
+    assert max(s for _, s, _ in results) < deadline_s + 0.5
+    # The network ran for the answered ones and for those already running at their deadline;
+    # the rest waited in the queue and were dropped.
+    assert late and skipped >= len(late) // 2, f"only {skipped:.0f} of {len(late)} late requests were dropped"
+    assert skipped <= len(late)
+    # The server answers normally right after.
+    assert _burst(url, 1)[0][0] == "ok"
 
 
 def test_a_burst_past_the_queue_is_rejected_fast_and_the_accepted_stay_bounded(small_queue_server):

@@ -12,7 +12,11 @@ from tritonclient.utils import InferenceServerException
 
 from clickmask.client import Client
 from clickmask.client.clicker import load_gt, next_click
+from clickmask.export.model_config import Contract, python_config
 from clickmask.imageio import read_mask, read_rgb
+from clickmask.serving.server import DEFAULT_MODEL_REPOSITORY, ServerConfig, TritonServer
+
+from ..conftest import free_port
 
 S_INPUTS = {"image": 3, "clicks": 2, "prev_mask": 1}
 
@@ -80,7 +84,24 @@ def test_session_of_several_clicks_returns_full_resolution_masks(grpc_url, grabc
         assert len(session.clicks) == 3
 
 
-def test_concurrent_clients_are_batched_by_triton(grpc_url, grabcut_dir):
+@pytest.fixture(scope="module")
+def batching_url(tmp_path_factory):
+    """The embedded model with Triton's dynamic batcher (``--dynamic-batching``; the shipped
+    config runs each request alone since session 13), on a server of its own."""
+    import shutil  # noqa: PLC0415
+
+    repo = tmp_path_factory.mktemp("batching-repo")
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clickmask", repo / "clickmask",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "clickmask" / "config.pbtxt").write_text(python_config(Contract(320), dynamic_batching=True))
+    config = ServerConfig(model_repository=repo, grpc_port=free_port(), http_port=free_port(),
+                          metrics_port=free_port(), startup_timeout_s=180.0)
+    with TritonServer(config) as server:
+        yield server.config.grpc_url
+
+
+def test_concurrent_clients_are_batched_by_triton(batching_url, grabcut_dir):
+    grpc_url = batching_url
     image, _ = _grabcut_sample(grabcut_dir, 5)
     before_inferences, before_executions = _settled_stats(grpc_url)
 

@@ -30,8 +30,9 @@ def parse(text: str) -> pb.ModelConfig:
     return text_format.Parse(text, pb.ModelConfig())
 
 
-def assert_contract(config: pb.ModelConfig, size: int, max_batch: int) -> None:
-    """What the client relies on: names, UINT8, [C,S,S] per request, batching, input_size."""
+def assert_contract(config: pb.ModelConfig, size: int, max_batch: int, batched: bool = True) -> None:
+    """What the client relies on: names, UINT8, [C,S,S] per request, batching (the embedded
+    python entry runs each request alone since session 13), input_size."""
     assert config.name == "clickmask"
     assert config.max_batch_size == max_batch
     assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [
@@ -39,7 +40,7 @@ def assert_contract(config: pb.ModelConfig, size: int, max_batch: int) -> None:
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
         (OUTPUT[0], pb.TYPE_UINT8, [OUTPUT[1], size, size])]
     assert config.parameters["input_size"].string_value == str(size)
-    assert config.HasField("dynamic_batching")
+    assert config.HasField("dynamic_batching") == batched
     assert all(1 < b <= max_batch for b in config.dynamic_batching.preferred_batch_size)
     assert config.model_warmup, "a warm-up keeps the first real click fast"
     for warmup in config.model_warmup:
@@ -54,7 +55,8 @@ def test_python_config_reproduces_the_committed_embedded_default_byte_for_byte()
 @pytest.mark.parametrize("size", [256, 320, 448])
 def test_python_config_keeps_the_contract(size):
     config = parse(python_config(Contract(size)))
-    assert_contract(config, size, 16)
+    assert_contract(config, size, 16, batched=False)
+    assert_contract(parse(python_config(Contract(size), dynamic_batching=True)), size, 16)
     assert config.backend == "python"
     assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     assert config.parameters["onnx_file"].string_value == "model.onnx"
@@ -145,7 +147,7 @@ def test_onnx_input_size_reads_s_from_the_image_input(tiny_onnx):
 def test_repository_writer_lays_out_a_model_with_s_from_the_onnx_file(backend, tiny_onnx, tmp_path):
     config_path = write_repository(backend, tmp_path / "repo", onnx_path=tiny_onnx)
     assert config_path == tmp_path / "repo" / "clickmask" / "config.pbtxt"
-    assert_contract(parse(config_path.read_text()), 64, 16)
+    assert_contract(parse(config_path.read_text()), 64, 16, batched=backend != "python")
     assert (tmp_path / "repo" / "clickmask" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
     assert (tmp_path / "repo" / "clickmask" / "1" / "model.py").is_file() == (backend == "python")
 
@@ -222,15 +224,47 @@ def test_repository_cli_writes_the_torch_cuda_repository(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
-def test_export_repository_without_the_dynamic_batcher(tmp_path):
-    """--no-dynamic-batching: the python entry has no dynamic_batching block (so no batcher stall and
-    no queue policy); the other backends refuse the flag."""
-    from clickmask.export.model_config import ModelConfigError, write_repository
+def test_export_repository_with_and_without_the_dynamic_batcher(tmp_path):
+    """The python entry runs each request alone by default (since session 13: no batcher stall,
+    no queue policy); --dynamic-batching puts the batcher back; the other backends always batch
+    and refuse --no-dynamic-batching."""
+    from clickmask.cli import main
 
-    path = write_repository("python", tmp_path / "plain", onnx_path=SHIPPED_ONNX, dynamic_batching=False)
+    path = write_repository("python", tmp_path / "plain", onnx_path=SHIPPED_ONNX)
     config = text_format.Parse(path.read_text(), pb.ModelConfig())
     assert not config.HasField("dynamic_batching") and config.max_batch_size == 16
-    batched = write_repository("python", tmp_path / "batched", onnx_path=SHIPPED_ONNX)
-    assert text_format.Parse(batched.read_text(), pb.ModelConfig()).HasField("dynamic_batching")
+    assert main(["export", "repository", "--backend", "python", "--onnx", str(SHIPPED_ONNX),
+                 "--output", str(tmp_path / "batched"), "--dynamic-batching"]) == 0
+    batched = parse((tmp_path / "batched" / "clickmask" / "config.pbtxt").read_text())
+    assert batched.HasField("dynamic_batching") and not batched.dynamic_batching.HasField("default_queue_policy")
     with pytest.raises(ModelConfigError, match="python only"):
         write_repository("onnxruntime", tmp_path / "ort", onnx_path=SHIPPED_ONNX, dynamic_batching=False)
+    ort = write_repository("onnxruntime", tmp_path / "ort2", onnx_path=SHIPPED_ONNX)
+    assert parse(ort.read_text()).HasField("dynamic_batching")
+
+
+def test_the_embedded_entries_have_no_queue_policy_and_queue_policy_restores_it(tmp_path):
+    """Since session 13 the raw and compact CPU entries carry no queue policy: any policy turns
+    off Triton's prefetching, and requests then stall behind the batcher's 500 ms sleep
+    (docs/wire.md). --queue-policy brings back the bound of session 12 on both."""
+    from clickmask.export.model_config import (
+        DEFAULT_MAX_QUEUE_SIZE,
+        DEFAULT_QUEUE_TIMEOUT_US,
+        ModelConfigError,
+        compact_config,
+        write_repository,
+    )
+
+    for text in (python_config(Contract(320), dynamic_batching=True), compact_config(Contract(320))):
+        assert "default_queue_policy" not in text
+    path = write_repository("python", tmp_path / "policy", onnx_path=SHIPPED_ONNX, queue_policy=True,
+                            dynamic_batching=True)
+    for config_path in (path, tmp_path / "policy" / "clickmask_compact" / "config.pbtxt"):
+        policy = parse(config_path.read_text()).dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == DEFAULT_MAX_QUEUE_SIZE
+        assert policy.default_timeout_microseconds == DEFAULT_QUEUE_TIMEOUT_US
+        assert policy.timeout_action == pb.ModelQueuePolicy.REJECT
+    with pytest.raises(ModelConfigError, match="needs the dynamic batcher"):
+        write_repository("python", tmp_path / "x", onnx_path=SHIPPED_ONNX, queue_policy=True, dynamic_batching=False)
+    with pytest.raises(ModelConfigError, match="python only"):
+        write_repository("onnxruntime", tmp_path / "y", onnx_path=SHIPPED_ONNX, queue_policy=True)

@@ -42,7 +42,9 @@ def test_every_committed_config_parses_as_a_model_config():
         dims = {tensor.name: list(tensor.dims) for tensor in config.input}
         assert dims == {"image": [3, size, size], "clicks": [2, size, size], "prev_mask": [1, size, size]}
         assert [list(t.dims) for t in config.output if t.name == "mask_prob"] == [[1, size, size]]
-        assert config.HasField("dynamic_batching")
+        # The embedded CPU entry runs each request alone since session 13; the deploy configs batch.
+        embedded = path.parent.parent.name == "model_repository" and config.backend == "python"
+        assert config.HasField("dynamic_batching") != embedded, path
         assert len(config.model_warmup) >= 1
 
 

@@ -4,7 +4,9 @@ Thin by design: the batching and validation logic is ``clickmask.serving.run_bat
 without a server, and the predictor comes from the config parameter ``predictor``
 (``clickmask.serving.predictors``): ONNX Runtime on the CPU by default, or ``torch-cuda`` on a
 GPU instance. Every request of an ``execute`` call goes into one run; a bad request gets its
-own TritonError while the rest succeed.
+own TritonError while the rest succeed. A request whose client has gone (deadline passed, hung
+up) is answered CANCELLED without running (``clickmask.serving.cancelled``) and counted in
+``clickmask_cancelled_requests_total``.
 """
 import json
 import os
@@ -13,17 +15,25 @@ import triton_python_backend_utils as pb_utils
 
 from clickmask.client.contract import INPUT_CHANNELS, OUTPUT_NAME, SIZE_PARAMETER
 from clickmask.errors import RequestError
-from clickmask.serving import run_batch
+from clickmask.serving import cancelled, run_batch
 from clickmask.serving.predictors import load_predictor
-
 
 
 def _error(result: Exception):
     """A bad request is the caller's to fix (INVALID_ARGUMENT); a model fault on a good request is
-    ours (INTERNAL). Overload (UNAVAILABLE) comes from the queue policy. pb_utils.TritonError only
+    ours (INTERNAL). Overload (UNAVAILABLE) comes from a queue policy, where one is set; a request
+    that outlived its client's deadline is answered CANCELLED. pb_utils.TritonError only
     exists once the stub runs the model, not at import time."""
     name = "INVALID_ARG" if isinstance(result, RequestError) else "INTERNAL"
     return pb_utils.TritonError(str(result), getattr(pb_utils.TritonError, name))
+
+
+def _cancelled_response():
+    code = getattr(pb_utils.TritonError, "CANCELLED", pb_utils.TritonError.UNAVAILABLE)
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(cancelled.MESSAGE, code))
+
+
+_FAMILIES = []  # a Metric must not outlive its MetricFamily: keep the families for the process
 
 
 class TritonPythonModel:
@@ -38,7 +48,23 @@ class TritonPythonModel:
         output_config = pb_utils.get_output_config_by_name(config, OUTPUT_NAME)
         self.output_dtype = pb_utils.triton_string_to_numpy(output_config["data_type"])
 
+        self.cancelled_total = None
+        if hasattr(pb_utils, "MetricFamily"):  # custom metrics: Python backend 23.02+
+            family = pb_utils.MetricFamily(
+                name="clickmask_cancelled_requests_total",
+                description="requests answered CANCELLED without running the network: their client's deadline "
+                            "passed or it hung up while they waited", kind=pb_utils.MetricFamily.COUNTER)
+            _FAMILIES.append(family)
+            self.cancelled_total = family.Metric(labels={"model": args["model_name"],
+                                                         "instance": args.get("model_instance_name", "")})
+
     def execute(self, requests):
+        responses, skipped = cancelled.answer_live(requests, self._run, _cancelled_response)
+        if skipped and self.cancelled_total is not None:
+            self.cancelled_total.increment(skipped)
+        return responses
+
+    def _run(self, requests):
         batch = []
         for request in requests:
             inputs = {}

@@ -7,9 +7,10 @@ as one batch, so Triton's batching and the raw model's instances serve both entr
 with ``network: inline``, in this process from the raw model's ONNX file (``onnx_file``), which
 saves the BLS hop (about 2 ms a call on a 2-core CPU).
 A crop the cache does not hold is refused NOT_FOUND (the client re-sends it), a malformed request
-INVALID_ARGUMENT; either is that request's error only. Metrics (Triton's /metrics):
+INVALID_ARGUMENT; either is that request's error only; one whose client has gone (deadline passed,
+hung up) is answered CANCELLED without running (``clickmask.serving.cancelled``). Metrics (Triton's /metrics):
 ``clickmask_compact_cache_{hits,misses,evictions}_total``, ``clickmask_compact_cache_bytes``,
-``clickmask_compact_{requests,received_bytes,sent_bytes,network_inputs}_total``.
+``clickmask_compact_{requests,received_bytes,sent_bytes,network_inputs,cancelled}_total``.
 """
 import json
 import os
@@ -20,6 +21,7 @@ import triton_python_backend_utils as pb_utils
 from clickmask.client.compact import COMPACT_INPUTS, COMPACT_OUTPUT
 from clickmask.client.contract import INPUT_NAMES, OUTPUT_NAME, SIZE_PARAMETER
 from clickmask.errors import ModelFault, RequestError
+from clickmask.serving import cancelled
 from clickmask.serving.compact import Answer, CropCache, CropMiss, run_compact
 
 
@@ -31,6 +33,11 @@ def _error(result: Exception):
     else:
         code = pb_utils.TritonError.INTERNAL
     return pb_utils.TritonError(str(result), code)
+
+
+def _cancelled_response():
+    code = getattr(pb_utils.TritonError, "CANCELLED", pb_utils.TritonError.UNAVAILABLE)
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(cancelled.MESSAGE, code))
 
 
 _FAMILIES = []  # a Metric must not outlive its MetricFamily: keep the families for the process
@@ -78,6 +85,9 @@ class TritonPythonModel:
             "received": _counter("clickmask_compact_received_bytes_total", "input bytes of answered compact requests"),
             "sent": _counter("clickmask_compact_sent_bytes_total", "output bytes of answered compact requests"),
             "inputs": _counter("clickmask_compact_network_inputs_total", "network inputs run for compact requests"),
+            "cancelled": _counter("clickmask_compact_cancelled_total",
+                                  "compact requests answered CANCELLED without running: their client's deadline "
+                                  "passed or it hung up while they waited"),
         }
         self._seen = {"hits": 0, "misses": 0, "evictions": 0}
 
@@ -93,6 +103,12 @@ class TritonPythonModel:
         return pb_utils.get_output_tensor_by_name(response, OUTPUT_NAME).as_numpy()
 
     def execute(self, requests):
+        responses, skipped = cancelled.answer_live(requests, self._run, _cancelled_response)
+        if skipped:
+            self.metrics["cancelled"].increment(skipped)
+        return responses
+
+    def _run(self, requests):
         batch = []
         for request in requests:
             fields = {}
