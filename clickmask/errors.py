@@ -14,5 +14,6 @@ class ModelFault(ClickmaskError, RuntimeError):
     """The model failed on a request that was valid (a server-side fault, answered as INTERNAL).
 
     Unlike :class:`RequestError` (INVALID_ARGUMENT: the caller must fix the request), the
-    request itself was fine; overload is UNAVAILABLE and comes from Triton's queue policy.
+    request itself was fine; overload is UNAVAILABLE from a Triton queue policy where a config
+    has one, or the caller's own deadline (the embedded default, ``docs/reliability.md``).
     """

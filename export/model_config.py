@@ -454,8 +454,9 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
     builder writes) sets the default max batch and opt batch, and a larger ``max_batch_size``
     than the profile allows is refused. ``instance_count`` defaults to 2 for ``torch-cuda``,
     else 1. ``dynamic_batching`` None: off for python (``EMBEDDED_DYNAMIC_BATCHING``), on for the
-    others, which cannot turn it off. ``queue_policy`` (python only, with the batcher) gives the raw and compact entries the queue policy
-    they had until session 12 (``DEFAULT_MAX_QUEUE_SIZE`` requests, ``DEFAULT_QUEUE_TIMEOUT_US``).
+    others, which cannot turn it off. ``queue_policy`` (python only, with the batcher) gives the
+    raw and compact entries the queue policy they had until session 12
+    (``DEFAULT_MAX_QUEUE_SIZE`` requests, ``DEFAULT_QUEUE_TIMEOUT_US``).
     """
     if backend not in BACKENDS:
         raise ModelConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
