@@ -795,8 +795,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     target.add_argument("--model-repository", type=pathlib.Path, default=DEFAULT_MODEL_REPOSITORY,
                         help="with --start-server (default: %(default)s)")
     good = p.add_argument_group("good annotators (Locust)")
-    good.add_argument("--good", type=int, default=8,
-                      help="annotators, about half the capacity (default: %(default)s)")
+    good.add_argument("--good", type=int, default=40,
+                      help="annotators, about half the capacity of the shipped default on a 2-core CPU "
+                           "(88 in session 13, benchmarks/results/capacity.md) (default: %(default)s)")
     good.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default: good/5)")
     good.add_argument("--think-min", type=float, default=1.0, help="seconds (default: %(default)s)")
     good.add_argument("--think-max", type=float, default=3.0, help="seconds (default: %(default)s)")
