@@ -25,12 +25,18 @@ def is_cancelled(request) -> bool:
     return bool(check()) if callable(check) else False
 
 
+def response(pb_utils):
+    """The error response of a cancelled request, from the adapter's ``triton_python_backend_utils``
+    (CANCELLED where the backend has the code, else UNAVAILABLE)."""
+    code = getattr(pb_utils.TritonError, "CANCELLED", pb_utils.TritonError.UNAVAILABLE)
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(MESSAGE, code))
+
+
 def answer_live(requests: Sequence[Request], run: Callable[[list[Request]], list[Response]],
-                cancelled: Callable[[], Response], check: Callable[[Request], bool] = is_cancelled
-                ) -> tuple[list[Response], int]:
+                cancelled: Callable[[], Response]) -> tuple[list[Response], int]:
     """``run`` on the requests still awaited, ``cancelled()`` for the others, in request order;
     and how many were cancelled. ``run`` is not called when every request was cancelled."""
-    flags = [check(request) for request in requests]
+    flags = [is_cancelled(request) for request in requests]
     skipped = sum(flags)
     if not skipped:
         return run(list(requests)), 0

@@ -63,3 +63,23 @@ def test_a_run_that_answers_the_wrong_number_of_requests_is_a_bug_not_a_silent_s
 
 def test_the_message_says_what_happened_and_what_to_do():
     assert "deadline" in cancelled.MESSAGE and "timeout_s" in cancelled.MESSAGE
+
+
+def test_the_error_response_is_cancelled_where_the_backend_has_the_code_and_unavailable_elsewhere():
+    import types
+
+    class TritonError:
+        UNAVAILABLE, CANCELLED = "UNAVAILABLE", "CANCELLED"
+
+        def __init__(self, message, code):
+            self.message, self.code = message, code
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error):
+            self.output_tensors, self.error = output_tensors, error
+
+    pb_utils = types.SimpleNamespace(TritonError=TritonError, InferenceResponse=InferenceResponse)
+    answer = cancelled.response(pb_utils)
+    assert (answer.output_tensors, answer.error.code, answer.error.message) == ([], "CANCELLED", cancelled.MESSAGE)
+    del TritonError.CANCELLED
+    assert cancelled.response(pb_utils).error.code == "UNAVAILABLE"

@@ -28,11 +28,6 @@ def _error(result: Exception):
     return pb_utils.TritonError(str(result), getattr(pb_utils.TritonError, name))
 
 
-def _cancelled_response():
-    code = getattr(pb_utils.TritonError, "CANCELLED", pb_utils.TritonError.UNAVAILABLE)
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(cancelled.MESSAGE, code))
-
-
 _FAMILIES = []  # a Metric must not outlive its MetricFamily: keep the families for the process
 
 
@@ -59,7 +54,7 @@ class TritonPythonModel:
                                                          "instance": args.get("model_instance_name", "")})
 
     def execute(self, requests):
-        responses, skipped = cancelled.answer_live(requests, self._run, _cancelled_response)
+        responses, skipped = cancelled.answer_live(requests, self._run, lambda: cancelled.response(pb_utils))
         if skipped and self.cancelled_total is not None:
             self.cancelled_total.increment(skipped)
         return responses

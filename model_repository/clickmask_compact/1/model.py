@@ -35,11 +35,6 @@ def _error(result: Exception):
     return pb_utils.TritonError(str(result), code)
 
 
-def _cancelled_response():
-    code = getattr(pb_utils.TritonError, "CANCELLED", pb_utils.TritonError.UNAVAILABLE)
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(cancelled.MESSAGE, code))
-
-
 _FAMILIES = []  # a Metric must not outlive its MetricFamily: keep the families for the process
 
 
@@ -103,7 +98,7 @@ class TritonPythonModel:
         return pb_utils.get_output_tensor_by_name(response, OUTPUT_NAME).as_numpy()
 
     def execute(self, requests):
-        responses, skipped = cancelled.answer_live(requests, self._run, _cancelled_response)
+        responses, skipped = cancelled.answer_live(requests, self._run, lambda: cancelled.response(pb_utils))
         if skipped:
             self.metrics["cancelled"].increment(skipped)
         return responses
