@@ -34,7 +34,6 @@ import json
 import os
 import pathlib
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import time
 import cv2
 import numpy as np
 from clickmask.machine import describe as describe_cpu
+from clickmask.serving.ports import free_port
 
 BUDGET_MS = 30.0
 SAMPLE = "apple04_000000562059"
@@ -51,10 +51,6 @@ SIZE_HW = (1224, 816)  # 1.0 MP
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pct(values, q) -> float:
@@ -118,7 +114,7 @@ def main(argv=None) -> int:
 
     # Label Studio backend on a real loopback HTTP server
     backend = LabelStudioBackend(Client(args.url, timeout_s=30.0), ImageReader(local_files_root=files))
-    port = _free_port()
+    port = free_port()
     server = waitress.server.create_server(create_app(backend), host="127.0.0.1", port=port, threads=2)
     threading.Thread(target=server.run, daemon=True).start()
     http = requests.Session()

@@ -20,11 +20,11 @@ import logging
 import os
 import pathlib
 import platform
-import socket
 import subprocess
 import sys
 import time
 from clickmask.machine import describe as describe_cpu
+from clickmask.serving.ports import free_port
 
 LOGGER = logging.getLogger(__name__)
 
@@ -211,10 +211,6 @@ def plot_capacity(results: list[RunResult], p95_ms: float, capacity: int | None,
 
 
 # ------------------------------------------------------------------------------ servers
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def preflight(url: str, dataset: pathlib.Path, clicks: int = 4) -> None:
@@ -321,8 +317,8 @@ class ServerUnderTest:
         from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
         nice = getattr(self.args, "frontend_nice", None)  # hostile.py's --frontend-nice
-        config = ServerConfig(model_repository=self.repository, grpc_port=_free_port(),
-                              http_port=_free_port(), metrics_port=_free_port(), startup_timeout_s=300,
+        config = ServerConfig(model_repository=self.repository, grpc_port=free_port(),
+                              http_port=free_port(), metrics_port=free_port(), startup_timeout_s=300,
                               **({} if nice is None else {"frontend_nice": nice}))
         self.server = TritonServer(config, log_path=self.out / "tritonserver.log")
         LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 from clickmask.machine import describe as describe_cpu
+from clickmask.serving.ports import free_port
 
 SAMPLES_DIR = pathlib.Path(__file__).resolve().parent.parent / "clickmask" / "web" / "static" / "samples"
 #: Click sequence as fractions of (width, height) and the click's sign.
@@ -208,10 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from clickmask.serving.server import ServerConfig, TritonServer
 
-        def free_port() -> int:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                return sock.getsockname()[1]
 
         with contextlib.ExitStack() as stack:
             configs = []

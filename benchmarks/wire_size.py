@@ -26,7 +26,6 @@ import json
 import os
 import pathlib
 import platform
-import socket
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ import numpy as np
 
 from clickmask.benchmarks.wire_compression import CountingProxy
 from clickmask.machine import describe as describe_cpu
+from clickmask.serving.ports import free_port
 
 PATHS = ("raw", "compact")
 PASSES = ("fast", "accurate")
@@ -212,10 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
 
-        def free_port() -> int:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                return sock.getsockname()[1]
 
         config = ServerConfig(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
                               startup_timeout_s=240.0)

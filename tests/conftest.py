@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 
 import pytest
+from clickmask.serving.ports import free_port
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATASETS = pathlib.Path(os.environ.get("CLICKMASK_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

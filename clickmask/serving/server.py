@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import re
 import secrets
 import signal
 import subprocess
@@ -62,6 +63,14 @@ ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
 READ_ONLY_APIS = ("model-config", "statistics")
 _RESTRICTABLE = ADMIN_APIS + READ_ONLY_APIS
 _STUB_NAME = "triton_python_backend_stub"
+_HEAD_LINES = 20
+_USAGE_GROUP = re.compile(r"^[A-Z][A-Za-z /&-]*:$")
+
+
+def _is_usage_line(line: str) -> bool:
+    """Whether ``line`` belongs to tritonserver's usage text (options, their help, group titles)."""
+    return (not line.strip() or line.startswith(("Usage: tritonserver", "  --", "\t"))
+            or _USAGE_GROUP.match(line) is not None)
 #: Values of tritonserver's --grpc-infer-response-compression-level.
 RESPONSE_COMPRESSION_LEVELS = ("none", "low", "medium", "high")
 
@@ -139,6 +148,16 @@ class ServerConfig:
             )
         if not 0 <= self.frontend_nice <= 19:
             raise ServerStartError(f"frontend_nice must lie in 0..19 (a lower priority only), got {self.frontend_nice}")
+        ports = {"grpc_port": self.grpc_port, "http_port": self.http_port, "metrics_port": self.metrics_port}
+        for name, port in ports.items():
+            if not 1 <= int(port) <= 65535:
+                raise ServerStartError(f"{name} must lie in 1..65535 (tritonserver takes no port 0), got {port}")
+        if len(set(ports.values())) < len(ports):
+            given = ", ".join(f"{name}={port}" for name, port in ports.items())
+            raise ServerStartError(
+                f"the gRPC, HTTP and metrics ports must differ ({given}); tritonserver cannot listen twice "
+                "on one port. Pick others, or clickmask.serving.ports.free_port() for each"
+            )
         if self.model_control_mode not in ("none", "poll", "explicit"):
             raise ServerStartError(f"model_control_mode must be none, poll or explicit, got {self.model_control_mode!r}")
 
@@ -290,6 +309,9 @@ class TritonServer:
         self.log_path = log_path or pathlib.Path(tempfile.mkdtemp(prefix="clickmask-triton-")) / "tritonserver.log"
         self._process: subprocess.Popen | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=400)
+        #: The first lines of the log too: a refused command line puts its reason first.
+        self._head: list[str] = []
+        self._lines_seen = 0
         self._reader: threading.Thread | None = None
         #: The key the admin APIs expect (the configured one, or a random one).
         self.admin_key = self.config.admin_key or secrets.token_urlsafe(24)
@@ -343,6 +365,8 @@ class TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         LOGGER.info("starting %s", " ".join(self.public_command()))
+        self._tail.clear()
+        self._head, self._lines_seen = [], 0
         self._process = subprocess.Popen(
             cmd, env=server_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, text=True, errors="replace",
@@ -433,6 +457,9 @@ class TritonServer:
                 log.write(line)
                 log.flush()
                 self._tail.append(line.rstrip("\n"))
+                self._lines_seen += 1
+                if len(self._head) < _HEAD_LINES:
+                    self._head.append(line.rstrip("\n"))
 
     def wait_ready(self, timeout_s: float) -> None:
         """Poll Triton's readiness endpoint for the model until ``timeout_s``."""
@@ -460,7 +487,16 @@ class TritonServer:
         )
 
     def relevant_log_lines(self, limit: int = 30) -> str:
-        """Error lines from the server log (the lines that explain a failed start)."""
+        """Error lines from the server log (the lines that explain a failed start).
+
+        When tritonserver refuses its command line it prints its ~400-line usage text, whose
+        option descriptions mention "error"; the reason stands before or after that text, so
+        then the lines outside the usage text are returned instead."""
+        overflowed = self._lines_seen > len(self._tail)
+        lines = (self._head + list(self._tail)) if overflowed else list(self._tail)
+        if any(line.startswith("Usage: tritonserver") for line in lines):
+            reason = [line for line in lines if not _is_usage_line(line)]
+            return "tritonserver refused its command line:\n" + "\n".join(reason[-limit:])
         keys = ("E1", "E0", "error", "Error", "failed", "Traceback", "Exception", "UNAVAILABLE")
         lines = [line for line in self._tail if any(key in line for key in keys)]
         if not lines:

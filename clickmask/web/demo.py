@@ -530,12 +530,6 @@ def add_demo_parser(sub) -> None:
     p.set_defaults(func=run_demo)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -550,9 +544,10 @@ def run_demo(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--url must be HOST:PORT, e.g. 127.0.0.1:8001, got {args.url!r}")
     triton = None
     if args.start_server:
+        from clickmask.serving.ports import free_port
         from clickmask.serving.server import ServerConfig, TritonServer
 
-        config = ServerConfig(host=host, grpc_port=int(port_text), http_port=_free_port(), metrics_port=_free_port(),
+        config = ServerConfig(host=host, grpc_port=int(port_text), http_port=free_port(), metrics_port=free_port(),
                               grpc_response_compression="low")
         triton = TritonServer(config)
         print(f"starting tritonserver (log: {triton.log_path}) ...", flush=True)

@@ -23,13 +23,14 @@ import json
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
+
+from clickmask.serving.ports import free_port
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -38,10 +39,6 @@ RULES_DIR = REPO_ROOT / "deploy" / "prometheus" / "rules"
 DEFAULT_PHASES = ((1, 20.0), (4, 20.0), (8, 20.0), (2, 15.0))  # (annotators, seconds)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def query_range(base_url: str, expr: str, start: float, end: float, step_s: float) -> list[dict]:
