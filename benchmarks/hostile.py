@@ -119,19 +119,58 @@ def build_attack(kind: str, size: int, seed: int = 0) -> list:
     raise ValueError(f"unknown attack kind {kind!r}; choose from {', '.join(ATTACK_KINDS)}")
 
 
+def serialize_attack(inputs: list) -> bytes:
+    """One malformed request of :func:`build_attack` as the bytes of a ``ModelInferRequest``,
+    serialized once: the ``bytes`` attacker wire sends them as they are, so that the attacker's
+    own CPU per request is gRPC's and not the protobuf building of 2.4 MB in Python."""
+    from tritonclient.grpc import service_pb2  # noqa: PLC0415
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    for value in inputs:
+        request.inputs.append(value._get_tensor())  # noqa: SLF001 - tritonclient builds the same
+        content = value._get_content()  # noqa: SLF001
+        if content is not None:
+            request.raw_input_contents.append(content)
+    return request.SerializeToString()
+
+
+#: How the attacker sends: tritonclient's infer() (builds each request in Python) or the same
+#: request serialized once and sent as bytes on a plain gRPC channel.
+ATTACKER_WIRES = ("tritonclient", "bytes")
+_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
 def _status(exc) -> str:
     status = exc.status() if hasattr(exc, "status") else None
     return (status or "UNKNOWN").replace("StatusCode.", "")
 
 
-def _attack_stream(url, payloads, index, stop, timeout_s, out):
+def _bytes_sender(url: str, channel_args: list):
+    """A callable sending serialized requests on its own gRPC channel, raising
+    :class:`grpc.RpcError`; and the channel's close."""
+    import grpc  # noqa: PLC0415
+
+    channel = grpc.insecure_channel(url, options=channel_args)
+    call = channel.unary_unary(_INFER_METHOD, request_serializer=None, response_deserializer=None)
+    return (lambda payload, timeout_s: call(payload, timeout=timeout_s)), channel.close
+
+
+def _attack_stream(url, payloads, index, stop, timeout_s, out, wire="tritonclient"):
     """One stream: its own gRPC connection, one malformed request after the other until ``stop``."""
+    import grpc  # noqa: PLC0415
     import tritonclient.grpc as grpcclient  # noqa: PLC0415
     from tritonclient.utils import InferenceServerException  # noqa: PLC0415
 
     channel_args = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
                     ("grpc.use_local_subchannel_pool", 1)]
-    client = grpcclient.InferenceServerClient(url, channel_args=channel_args)
+    if wire == "bytes":
+        send, close = _bytes_sender(url, channel_args)
+    else:
+        client = grpcclient.InferenceServerClient(url, channel_args=channel_args)
+        close = client.close
+
+        def send(payload, deadline_s):
+            client.infer(MODEL, payload, client_timeout=deadline_s)
     names = list(payloads)
     counts: dict[tuple[str, str], int] = {}
     latencies: dict[str, list[float]] = {name: [] for name in names}
@@ -143,20 +182,23 @@ def _attack_stream(url, payloads, index, stop, timeout_s, out):
             turn += 1
             started = time.perf_counter()
             try:
-                client.infer(MODEL, payloads[kind], client_timeout=timeout_s)
+                send(payloads[kind], timeout_s)
                 outcome = "ACCEPTED"
             except InferenceServerException as exc:
                 outcome = _status(exc)
                 messages.setdefault(kind, (exc.message() or "")[:200])
+            except grpc.RpcError as exc:
+                outcome = exc.code().name
+                messages.setdefault(kind, (exc.details() or "")[:200])
             latencies[kind].append((time.perf_counter() - started) * 1000.0)
             counts[(kind, outcome)] = counts.get((kind, outcome), 0) + 1
     finally:
-        client.close()
+        close()
     out[index] = (counts, latencies, messages)
 
 
 def attacker_main(url: str, kinds: list[str], streams: int, size: int, timeout_s: float, nice: int,
-                  ready, go, stop, results) -> None:
+                  ready, go, stop, results, wire: str = "tritonclient") -> None:
     """The attacker process: build the payloads, connect, wait for ``go``, attack until ``stop``,
     and put a summary on ``results``."""
     try:
@@ -165,6 +207,8 @@ def attacker_main(url: str, kinds: list[str], streams: int, size: int, timeout_s
         import tritonclient.grpc as grpcclient  # noqa: PLC0415
 
         payloads = {kind: build_attack(kind, size, seed) for seed, kind in enumerate(kinds)}
+        if wire == "bytes":
+            payloads = {kind: serialize_attack(inputs) for kind, inputs in payloads.items()}
         probe = grpcclient.InferenceServerClient(url)
         probe.is_server_live()
         probe.close()
@@ -172,7 +216,7 @@ def attacker_main(url: str, kinds: list[str], streams: int, size: int, timeout_s
         go.wait()
         out: dict[int, tuple] = {}
         started = time.monotonic()
-        threads = [threading.Thread(target=_attack_stream, args=(url, payloads, i, stop, timeout_s, out),
+        threads = [threading.Thread(target=_attack_stream, args=(url, payloads, i, stop, timeout_s, out, wire),
                                     name=f"attack-{i}", daemon=True) for i in range(streams)]
         for thread in threads:
             thread.start()
@@ -501,7 +545,7 @@ def measure(args, url: str, raw_dir: pathlib.Path) -> dict:
     ready, go, stop, results = context.Event(), context.Event(), context.Event(), context.Queue()
     attacker = context.Process(target=attacker_main, name="clickmask-attacker", daemon=True,
                                args=(url, list(args.attack_kinds), args.attack_streams, size, args.attack_timeout,
-                                     args.attacker_nice, ready, go, stop, results))
+                                     args.attacker_nice, ready, go, stop, results, args.attacker_wire))
     attacker.start()
     command = locust_command(args, url, raw_dir, total_s)
     (raw_dir / "command.txt").write_text(" ".join(command) + "\n")
@@ -697,7 +741,8 @@ def report(args, summary: dict) -> tuple[bool, list[str]]:
     lost = {p.name: p.errors for p in phases if p.errors}
     if lost:
         lines.append(f"lost clicks by error: {json.dumps(lost)}")
-    lines += ["", "attacker (attacked phase): " + f"{args.attack_streams} streams, one gRPC connection each", ""]
+    lines += ["", "attacker (attacked phase): " + f"{args.attack_streams} streams, one gRPC connection each, "
+              + f"wire {getattr(args, 'attacker_wire', 'tritonclient')}", ""]
     lines += attacker_lines(summary["attacker"])
     lines += ["", "CPU by process (cores, out of " + f"{os.cpu_count()}); 'other processes' is everything else "
               "on the machine", ""]
@@ -825,6 +870,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     attack.add_argument("--attacker-nice", type=int, default=0,
                         help="run the attacker process at this nice value, to tell its own CPU use on this "
                              "machine from the server's cost of refusing (default: %(default)s)")
+    attack.add_argument("--attacker-wire", choices=ATTACKER_WIRES, default="tritonclient",
+                        help="tritonclient: infer() builds every request in Python, as a client would; bytes: "
+                             "each request serialized once and resent as bytes, so the attacker spends little "
+                             "CPU of its own on this machine and sends as fast as the server answers "
+                             "(default: %(default)s)")
     p.add_argument("--frontend-nice", type=int, default=None, metavar="N",
                    help="with --start-server: tritonserver's own threads at this nice value, the backend stubs "
                         "not (ServerConfig.frontend_nice; default: the server's default)")

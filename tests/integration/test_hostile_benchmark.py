@@ -11,17 +11,21 @@ import math
 import subprocess
 import sys
 
-from clickmask.benchmarks.hostile import ATTACK_KINDS, Click, phase_stats
+import pytest
+from tritonclient.grpc import service_pb2
+
+from clickmask.benchmarks.hostile import ATTACK_KINDS, ATTACKER_WIRES, Click, build_attack, phase_stats, serialize_attack
 
 SHORT_RUN = ["--good", "2", "--attack-streams", "2", "--seconds", "7", "--warmup", "1", "--no-recovery",
              "--think-min", "0.1", "--think-max", "0.4", "--images", "4"]
 
 
+@pytest.mark.parametrize("wire", ATTACKER_WIRES)
 def test_a_short_hostile_run_splits_the_good_clicks_by_phase_and_refuses_every_attack(grpc_url, grabcut_dir,
-                                                                                         tmp_path):
+                                                                                         tmp_path, wire):
     out = tmp_path / "hostile"
     command = [sys.executable, "-m", "clickmask.benchmarks.hostile", "--url", grpc_url, "--dataset", str(grabcut_dir),
-               "--out", str(out)] + SHORT_RUN
+               "--out", str(out), "--attacker-wire", wire] + SHORT_RUN
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     # 0: the gate held, 1: it did not (timing is not this test's business); 2 would be a crash.
     assert result.returncode in (0, 1), result.stdout + result.stderr
@@ -48,6 +52,7 @@ def test_a_short_hostile_run_splits_the_good_clicks_by_phase_and_refuses_every_a
     assert data["holds"] == (result.returncode == 0)
     markdown = (out / "results.md").read_text()
     assert "attacked" in markdown and "python stub" in markdown
+    assert f"wire {wire}" in markdown
     assert not (out / "raw").exists(), "raw files are kept only with --keep-raw"
 
 
@@ -64,3 +69,14 @@ def test_phase_stats_count_failed_and_unfinished_clicks_as_lost_in_the_phase_the
     assert stats.errors == {"DeadlineExceededError": 1, "GreenletExit": 1}
     assert stats.p50_ms == 60.0 and stats.max_ms == 70.0
     assert stats.clicks_per_s == 0.2
+
+
+@pytest.mark.parametrize("kind", list(ATTACK_KINDS))
+def test_the_bytes_wire_sends_the_request_tritonclient_would_build(kind):
+    inputs = build_attack(kind, 64, seed=3)
+    request = service_pb2.ModelInferRequest.FromString(serialize_attack(inputs))
+    assert request.model_name == "clickmask"
+    assert [t.name for t in request.inputs] == [value.name() for value in inputs]
+    assert [t.datatype for t in request.inputs] == [value.datatype() for value in inputs]
+    assert [list(t.shape) for t in request.inputs] == [value.shape() for value in inputs]
+    assert list(request.raw_input_contents) == [value._get_content() for value in inputs]  # noqa: SLF001
