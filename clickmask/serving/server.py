@@ -156,7 +156,8 @@ class ServerConfig:
             given = ", ".join(f"{name}={port}" for name, port in ports.items())
             raise ServerStartError(
                 f"the gRPC, HTTP and metrics ports must differ ({given}); tritonserver cannot listen twice "
-                "on one port. Pick others, or clickmask.serving.ports.free_port() for each"
+                "on one port: give each its own (clickmask serve --grpc-port/--http-port/--metrics-port; "
+                "in code, clickmask.serving.ports.free_port() for each)"
             )
         if self.model_control_mode not in ("none", "poll", "explicit"):
             raise ServerStartError(f"model_control_mode must be none, poll or explicit, got {self.model_control_mode!r}")
