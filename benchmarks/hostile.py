@@ -46,7 +46,7 @@ import time
 
 import numpy as np
 
-from clickmask.benchmarks.loadtest import ServerUnderTest
+from clickmask.benchmarks.loadtest import PROFILES, ServerUnderTest, profile_repository
 from clickmask.machine import describe as describe_cpu
 
 LOGGER = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ def serialize_attack(inputs: list) -> bytes:
 #: request serialized once and sent as bytes on a plain gRPC channel.
 ATTACKER_WIRES = ("tritonclient", "bytes")
 _INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+#: clickmask loadtest's profiles that change the server alone (not the clients' passes or wire).
+SERVER_PROFILES = tuple(name for name, profile in PROFILES.items()
+                        if profile.config is not None and profile.passes is None and profile.wire is None)
 
 
 def _status(exc) -> str:
@@ -792,6 +795,9 @@ def run(args) -> int:
         raise InvalidInputError(f"need 0 <= --think-min <= --think-max, got {args.think_min} and {args.think_max}")
     if not (args.dataset / "images").is_dir():
         raise InvalidInputError(f"{args.dataset} is not a dataset folder (images/ and masks/); pass --dataset DIR")
+    profile = getattr(args, "server_profile", None)
+    if profile and not args.start_server:
+        raise InvalidInputError("--server-profile configures the server it starts: add --start-server")
     args.out.mkdir(parents=True, exist_ok=True)
     raw_dir = args.out / "raw" if args.keep_raw else pathlib.Path(tempfile.mkdtemp(prefix="clickmask-hostile-"))
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -799,9 +805,13 @@ def run(args) -> int:
     header = [(f"clickmask hostile load: {args.good} good annotators (Locust, think {args.think_min:g}-"
                f"{args.think_max:g} s) + 1 attacker ({args.attack_streams} streams: {', '.join(args.attack_kinds)})"),
               f"phases of {args.seconds:g} s after {args.warmup:g} s warm-up; machine: {machine()}"]
+    if getattr(args, "server_profile", None):
+        header.append(f"server profile {args.server_profile}: {PROFILES[args.server_profile].about}")
     print("\n".join(header), flush=True)
+    repository = profile_repository(args.model_repository, PROFILES[profile].config) if profile else None
     try:
-        with ServerUnderTest(args, raw_dir) as url:  # --url, or --start-server (and --frontend-nice)
+        # --url, or --start-server (with --frontend-nice and --server-profile)
+        with ServerUnderTest(args, raw_dir, repository) as url:
             summary = measure(args, url, raw_dir)
     except ClickmaskError:
         if any(raw_dir.iterdir()):
@@ -809,6 +819,9 @@ def run(args) -> int:
         elif not args.keep_raw:
             raw_dir.rmdir()
         raise
+    finally:
+        if repository is not None:
+            shutil.rmtree(repository, ignore_errors=True)
     holds, lines = report(args, summary)
     _, ratio, _ = verdict(summary, args.ratio_limit)
     print("\n" + "\n".join(lines), flush=True)
@@ -875,6 +888,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "each request serialized once and resent as bytes, so the attacker spends little "
                              "CPU of its own on this machine and sends as fast as the server answers "
                              "(default: %(default)s)")
+    p.add_argument("--server-profile", choices=SERVER_PROFILES, default=None, metavar="PROFILE",
+                   help="with --start-server: serve a copy of the repository with one of clickmask loadtest's "
+                        "server configs (" + "; ".join(f"{name}: {PROFILES[name].about}" for name in SERVER_PROFILES)
+                        + "; default: the repository as it is)")
     p.add_argument("--frontend-nice", type=int, default=None, metavar="N",
                    help="with --start-server: tritonserver's own threads at this nice value, the backend stubs "
                         "not (ServerConfig.frontend_nice; default: the server's default)")

@@ -80,3 +80,14 @@ def test_the_bytes_wire_sends_the_request_tritonclient_would_build(kind):
     assert [t.datatype for t in request.inputs] == [value.datatype() for value in inputs]
     assert [list(t.shape) for t in request.inputs] == [value.shape() for value in inputs]
     assert list(request.raw_input_contents) == [value._get_content() for value in inputs]  # noqa: SLF001
+
+
+def test_server_profiles_change_the_server_alone_and_need_a_started_server(grabcut_dir, tmp_path, capsys):
+    from clickmask.benchmarks.hostile import SERVER_PROFILES, main
+
+    assert {"instances-2x1", "no-batching", "batcher"} <= set(SERVER_PROFILES)
+    assert not {"session9", "fast", "raw", "compact", "default"} & set(SERVER_PROFILES)
+    code = main(["--url", "127.0.0.1:1", "--server-profile", "instances-2x1", "--dataset", str(grabcut_dir),
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "add --start-server" in capsys.readouterr().err
