@@ -257,15 +257,20 @@ PROFILES = {
                          "Triton's prefetching off, so some requests stall up to 500 ms"),
     "batcher": Profile(None, {"dynamic_batching": True},
                        "the default passes, Triton's dynamic batcher without a queue policy (it prefetches)"),
+    "session13": Profile(None, {"instance_count": 1, "intra_op_threads": 2},
+                         "the default passes, the config shipped in session 13: one model instance of 2 ONNX Runtime "
+                         "threads, no batcher"),
     "no-batching": Profile(None, {"dynamic_batching": False},
-                           "the default passes, one instance, Triton's dynamic batcher off (each request alone)"),
+                           "the default passes, the shipped instances, Triton's dynamic batcher off (each request "
+                           "alone)"),
     "balanced": Profile("balanced", None, "balanced passes (refine), the shipped config"),
     "accurate": Profile("accurate", None, "accurate passes (flip + refine), the shipped config"),
     "spinning": Profile(None, {"allow_spinning": True}, "the default passes and config, ONNX Runtime threads spinning"),
     "delay-2ms": Profile(None, {"queue_delay_us": 2000, "dynamic_batching": True},
                          "the default passes, the batcher with a 2 ms batching delay"),
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
-                             "the default passes, 2 model instances of 1 ONNX Runtime thread each"),
+                             "the default passes, 2 model instances of 1 ONNX Runtime thread each (shipped since "
+                             "session 14)"),
     "instances-2x2": Profile(None, {"instance_count": 2, "dynamic_batching": True, **_POLICY},
                              "the default passes, the batcher with the queue policy, 2 model instances of 2 ONNX "
                              "Runtime threads each (fewer stalls)"),

@@ -256,13 +256,18 @@ def _add_repository_parser(sub) -> None:
                         "else 16")
     p.add_argument("--opt-batch", type=int, default=None, help="tensorrt: default from <plan>.json")
     p.add_argument("--instance-count", type=int, default=None,
-                   help=f"default: {TORCH_CUDA_INSTANCES} for torch-cuda, else 1")
+                   help=f"default: {TORCH_CUDA_INSTANCES} for torch-cuda, 2 for python (two instances of one "
+                        "ONNX Runtime thread: on a 2-core CPU 72 annotators against 56 for one of two threads, "
+                        "benchmarks/results/capacity.md), else 1")
+    p.add_argument("--intra-op-threads", type=int, default=None,
+                   help="python: ONNX Runtime threads of each instance (default: 1; the layout before session 14 "
+                        "was --instance-count 1 --intra-op-threads 2)")
     p.add_argument("--queue-delay-us", type=int, default=None,
                    help=f"torch-cuda: dynamic batcher queue delay (default: {TORCH_CUDA_QUEUE_DELAY_US})")
     p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=None,
                    help="python: put Triton's dynamic batcher in front of the model (default: off, each request "
                         "runs alone; on a 2-core CPU that held 80 annotators against 72 with the batcher, "
-                        "benchmarks/results/capacity.md). The other backends always batch")
+                        "benchmarks/results/capacity.md, session 13). The other backends always batch")
     p.add_argument("--queue-policy", action="store_true",
                    help="python, with --dynamic-batching: bound the queue as until session 12 (32 requests, then UNAVAILABLE at once; "
                         "2 s at most in the queue). Costs a stall of up to 500 ms on some requests "
@@ -295,7 +300,7 @@ def _cmd_export_repository(args) -> int:
                                 tensorrt_fp16=args.tensorrt_fp16, cuda_graphs=args.cuda_graphs,
                                 checkpoint_path=args.checkpoint, size=args.size, queue_delay_us=args.queue_delay_us,
                                 predictor_options=options or None, dynamic_batching=args.dynamic_batching,
-                                queue_policy=args.queue_policy)
+                                queue_policy=args.queue_policy, intra_op_threads=args.intra_op_threads)
     except ModelConfigError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2

@@ -52,6 +52,17 @@ one request already takes both cores, and Triton's dynamic batcher held fewer an
 higher p95 than no batcher at all (benchmarks/results/locust-capacity-session13: 72 against 80).
 ``dynamic_batching=True`` (``clickmask export repository --dynamic-batching``) brings it back;
 the GPU configs always batch."""
+EMBEDDED_INSTANCE_COUNT = 2
+EMBEDDED_INTRA_OP_THREADS = 1
+"""The embedded raw entry runs two model instances of one ONNX Runtime thread each since
+session 14 (one instance of two threads before). Each request then runs on one core from start
+to end: a lone click takes about 1.5x as long (36 against 24 ms in process), but no run waits
+for a second core that Locust, the gRPC front end or another request holds, so under load the
+tail is shorter and the CPU per click lower. Same hour, 2-core Xeon: 72 annotators at p95 <=
+300 ms against 56 (benchmarks/results/locust-capacity-session14b), and under a flood of
+malformed requests a p95 ratio of 1.46x against 1.61x (benchmarks/results/hostile/session14).
+The masks are the same bit for bit (GrabCut and Berkeley evaluated with 1 and 2 threads).
+``clickmask export repository --instance-count 1 --intra-op-threads 2`` restores the old layout."""
 EMBEDDED_MAX_QUEUE_SIZE = 0
 EMBEDDED_QUEUE_TIMEOUT_US = 0
 """The embedded CPU entries (raw and compact) have no queue policy since session 13. Any policy
@@ -190,15 +201,17 @@ def _python_backend(contract: Contract, comments: tuple[str, ...], batching: str
 
 
 # -------------------------------------------------------------------------------- generators
-def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = 2,
-                  instance_count: int = 1, queue_delay_us: int = EMBEDDED_QUEUE_DELAY_US,
+def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_threads: int = EMBEDDED_INTRA_OP_THREADS,
+                  instance_count: int = EMBEDDED_INSTANCE_COUNT, queue_delay_us: int = EMBEDDED_QUEUE_DELAY_US,
                   max_queue_size: int = EMBEDDED_MAX_QUEUE_SIZE, queue_timeout_us: int = EMBEDDED_QUEUE_TIMEOUT_US,
                   dynamic_batching: bool = EMBEDDED_DYNAMIC_BATCHING, warmup: bool = True,
                   allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:
     """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
 
     ``dynamic_batching`` (off by default since session 13, ``EMBEDDED_DYNAMIC_BATCHING``) puts
-    Triton's dynamic batcher in front of the instance; without it each request runs alone.
+    Triton's dynamic batcher in front of the instances; without it each request runs alone.
+    ``instance_count`` model instances of ``intra_op_threads`` ONNX Runtime threads each (2 of 1
+    by default since session 14, ``EMBEDDED_INSTANCE_COUNT``).
 
     With the defaults and S=320 this is exactly ``model_repository/clickmask/config.pbtxt``.
     ``1/model.py`` reads ``input_size``, ``onnx_file`` and ``intra_op_threads``. Past
@@ -446,14 +459,16 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                      checkpoint_path: pathlib.Path | str | None = None, size: int | None = None,
                      queue_delay_us: int | None = None,
                      predictor_options: dict[str, str] | None = None,
-                     dynamic_batching: bool | None = None, queue_policy: bool = False) -> pathlib.Path:
+                     dynamic_batching: bool | None = None, queue_policy: bool = False,
+                     intra_op_threads: int | None = None) -> pathlib.Path:
     """Lay out ``OUTPUT/clickmask/{config.pbtxt, 1/...}`` for ``backend``; return the config path.
 
     S comes from the ONNX file; for ``torch-cuda`` (no ONNX file) from the checkpoint, or
     ``size``. For ``tensorrt`` the plan's profile (read from the ``<plan>.json`` that the
     builder writes) sets the default max batch and opt batch, and a larger ``max_batch_size``
-    than the profile allows is refused. ``instance_count`` defaults to 2 for ``torch-cuda``,
-    else 1. ``dynamic_batching`` None: off for python (``EMBEDDED_DYNAMIC_BATCHING``), on for the
+    than the profile allows is refused. ``instance_count`` defaults to 2 for ``torch-cuda`` and
+    ``python`` (``EMBEDDED_INSTANCE_COUNT``), else 1; ``intra_op_threads`` (python only) to
+    ``EMBEDDED_INTRA_OP_THREADS``. ``dynamic_batching`` None: off for python (``EMBEDDED_DYNAMIC_BATCHING``), on for the
     others, which cannot turn it off. ``queue_policy`` (python only, with the batcher) gives the
     raw and compact entries the queue policy they had until session 12
     (``DEFAULT_MAX_QUEUE_SIZE`` requests, ``DEFAULT_QUEUE_TIMEOUT_US``).
@@ -476,6 +491,11 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                                         PYTHON_ADAPTER: version_dir / "model.py"}, backend, size)
     if predictor_options:
         raise ModelConfigError("predictor options apply to --backend torch-cuda only")
+    if intra_op_threads is not None and backend != "python":
+        raise ModelConfigError("--intra-op-threads applies to --backend python only (the ONNX Runtime threads of "
+                               "the embedded CPU default)")
+    if intra_op_threads is not None and intra_op_threads < 1:
+        raise ModelConfigError(f"--intra-op-threads must be at least 1, got {intra_op_threads}")
     if dynamic_batching is False and backend != "python":
         raise ModelConfigError("--no-dynamic-batching applies to --backend python only")
     if dynamic_batching is None:
@@ -493,7 +513,7 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
         raise ModelConfigError(f"ONNX file {onnx_path} not found; create it with 'clickmask export onnx'")
     onnx_path = pathlib.Path(onnx_path)
     size = onnx_input_size(onnx_path)
-    instance_count = instance_count or 1
+    instance_count = instance_count or (EMBEDDED_INSTANCE_COUNT if backend == "python" else 1)
 
     if backend == "tensorrt":
         if plan_path is None or not pathlib.Path(plan_path).is_file():
@@ -519,6 +539,7 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
         policy = ({"max_queue_size": DEFAULT_MAX_QUEUE_SIZE, "queue_timeout_us": DEFAULT_QUEUE_TIMEOUT_US}
                   if queue_policy else {})
         text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count,
+                             intra_op_threads=intra_op_threads or EMBEDDED_INTRA_OP_THREADS,
                              dynamic_batching=dynamic_batching, **policy)
         files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
         write_compact(output, size, **policy)  # the compact wire entry in front of it

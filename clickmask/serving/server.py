@@ -403,17 +403,24 @@ class TritonServer:
                 continue  # the process ended while we looked
         return sorted(pids)
 
-    def stub_pid(self, model: str) -> int | None:
-        """The process id of the stub that runs ``model`` (its ``model.py`` path names it), or None."""
+    def model_stub_pids(self, model: str) -> list[int]:
+        """The process ids of the stubs that run ``model``, one per instance (their ``model.py``
+        path names the model)."""
         marker = f"{os.sep}{model}{os.sep}"
+        found = []
         for pid in self.stub_pids():
             try:
                 command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
             if any(marker in part and part.endswith("model.py") for part in command):
-                return pid
-        return None
+                found.append(pid)
+        return found
+
+    def stub_pid(self, model: str) -> int | None:
+        """The process id of one stub that runs ``model``, or None."""
+        found = self.model_stub_pids(model)
+        return found[0] if found else None
 
     def backend_problem(self) -> str | None:
         """Why the model cannot answer although tritonserver runs, or None when all is well."""

@@ -81,10 +81,12 @@ def test_a_killed_backend_stub_breaks_the_model_until_the_server_restarts(own_se
         tensor.set_data_from_numpy(np.zeros((1, channels, 320, 320), np.uint8))
         inputs.append(tensor)
     raw.infer("clickmask", inputs)
-    assert len(own_server.stub_pids()) == 2  # clickmask and clickmask_compact
-    stub = own_server.stub_pid("clickmask")
-    assert stub is not None and stub != own_server.stub_pid("clickmask_compact")
-    os.kill(stub, signal.SIGKILL)
+    stubs = own_server.model_stub_pids("clickmask")
+    assert len(stubs) == 2  # two instances of the raw model
+    assert len(own_server.stub_pids()) == 3  # and one of clickmask_compact
+    assert not set(stubs) & set(own_server.model_stub_pids("clickmask_compact"))
+    for stub in stubs:  # every instance: with one left, Triton would route part of the requests to it
+        os.kill(stub, signal.SIGKILL)
     for _ in range(2):
         with pytest.raises(InferenceServerException) as info:
             raw.infer("clickmask", inputs, client_timeout=30)
