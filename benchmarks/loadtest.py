@@ -271,6 +271,9 @@ PROFILES = {
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each (shipped since "
                              "session 14)"),
+    "instances-2x2-nobatch": Profile(None, {"instance_count": 2, "intra_op_threads": 2},
+                                     "the default passes, 2 model instances of 2 ONNX Runtime threads each, no "
+                                     "batcher"),
     "instances-2x2": Profile(None, {"instance_count": 2, "dynamic_batching": True, **_POLICY},
                              "the default passes, the batcher with the queue policy, 2 model instances of 2 ONNX "
                              "Runtime threads each (fewer stalls)"),

@@ -50,8 +50,12 @@ SETTINGS = {
     # The batcher without a queue policy: Triton then lets it prefetch the next batch while the
     # instance runs (support_prefetching in Triton core), which any queue policy turns off.
     "batcher-no-policy": {"allow_spinning": False, "queue_delay_us": 0, "dynamic_batching": True},
-    # Triton's dynamic batcher off: each request runs alone (the shipped default since session 13).
+    # Triton's dynamic batcher off: each request runs alone (the shipped default since session 13;
+    # since session 14 with the shipped two instances).
     "no-batching": {"allow_spinning": False, "dynamic_batching": False},
+    # The same with one model instance: consecutive requests meet the same process (and its
+    # warm caches) instead of alternating between two.
+    "one-instance": {"allow_spinning": False, "dynamic_batching": False, "instance_count": 1},
 }
 
 #: A served request slower than this counts as a stall. With a queue policy (which turns off
