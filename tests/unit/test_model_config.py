@@ -268,3 +268,25 @@ def test_the_embedded_entries_have_no_queue_policy_and_queue_policy_restores_it(
         write_repository("python", tmp_path / "x", onnx_path=SHIPPED_ONNX, queue_policy=True, dynamic_batching=False)
     with pytest.raises(ModelConfigError, match="python only"):
         write_repository("onnxruntime", tmp_path / "y", onnx_path=SHIPPED_ONNX, queue_policy=True)
+
+
+def test_the_embedded_entry_runs_two_instances_of_one_thread_and_one_switch_restores_one_of_two(tmp_path):
+    """Since session 14 the python entry has two instances of one ONNX Runtime thread;
+    --instance-count 1 --intra-op-threads 2 gives back the session-13 layout."""
+    from clickmask.cli import main
+
+    def layout(config_path):
+        config = parse(config_path.read_text())
+        return config.instance_group[0].count, config.parameters["intra_op_threads"].string_value
+
+    assert layout(COMMITTED) == (2, "1")
+    assert layout(write_repository("python", tmp_path / "plain", onnx_path=SHIPPED_ONNX)) == (2, "1")
+    assert main(["export", "repository", "--backend", "python", "--onnx", str(SHIPPED_ONNX),
+                 "--output", str(tmp_path / "old"), "--instance-count", "1", "--intra-op-threads", "2"]) == 0
+    assert layout(tmp_path / "old" / "clickmask" / "config.pbtxt") == (1, "2")
+    compact = parse((tmp_path / "old" / "clickmask_compact" / "config.pbtxt").read_text())
+    assert compact.instance_group[0].count == 1  # the compact entry's crop cache must not split
+    with pytest.raises(ModelConfigError, match="python only"):
+        write_repository("onnxruntime", tmp_path / "ort", onnx_path=SHIPPED_ONNX, intra_op_threads=2)
+    with pytest.raises(ModelConfigError, match="at least 1"):
+        write_repository("python", tmp_path / "zero", onnx_path=SHIPPED_ONNX, intra_op_threads=0)
