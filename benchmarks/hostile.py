@@ -805,8 +805,8 @@ def run(args) -> int:
     header = [(f"clickmask hostile load: {args.good} good annotators (Locust, think {args.think_min:g}-"
                f"{args.think_max:g} s) + 1 attacker ({args.attack_streams} streams: {', '.join(args.attack_kinds)})"),
               f"phases of {args.seconds:g} s after {args.warmup:g} s warm-up; machine: {machine()}"]
-    if getattr(args, "server_profile", None):
-        header.append(f"server profile {args.server_profile}: {PROFILES[args.server_profile].about}")
+    if profile:
+        header.append(f"server profile {profile}: {PROFILES[profile].about}")
     print("\n".join(header), flush=True)
     repository = profile_repository(args.model_repository, PROFILES[profile].config) if profile else None
     try:

@@ -60,7 +60,8 @@ to end: a lone click takes about 1.5x as long (36 against 24 ms in process), but
 for a second core that Locust, the gRPC front end or another request holds, so under load the
 tail is shorter and the CPU per click lower. Same hour, 2-core Xeon: 72 annotators at p95 <=
 300 ms against 56 (benchmarks/results/locust-capacity-session14b), and under a flood of
-malformed requests a p95 ratio of 1.46x against 1.61x (benchmarks/results/hostile/session14).
+malformed requests a p95 ratio of 1.46x against 1.61x and 1.54x against 1.62x in two pairs
+(benchmarks/results/hostile/session14).
 The masks are the same bit for bit (GrabCut and Berkeley evaluated with 1 and 2 threads).
 ``clickmask export repository --instance-count 1 --intra-op-threads 2`` restores the old layout."""
 EMBEDDED_MAX_QUEUE_SIZE = 0

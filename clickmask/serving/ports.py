@@ -26,8 +26,3 @@ def free_port(host: str = "127.0.0.1", attempts: int = 100) -> int:
                 _GIVEN.add(port)
                 return port
     raise OSError(f"no free port on {host} after {attempts} tries")
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct free ports (see :func:`free_port`)."""
-    return [free_port(host) for _ in range(count)]

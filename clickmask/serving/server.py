@@ -63,16 +63,17 @@ ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
 READ_ONLY_APIS = ("model-config", "statistics")
 _RESTRICTABLE = ADMIN_APIS + READ_ONLY_APIS
 _STUB_NAME = "triton_python_backend_stub"
+#: How many first lines of the log are kept beside the tail (a refused command line puts its reason first).
 _HEAD_LINES = 20
 _USAGE_GROUP = re.compile(r"^[A-Z][A-Za-z /&-]*:$")
+#: Values of tritonserver's --grpc-infer-response-compression-level.
+RESPONSE_COMPRESSION_LEVELS = ("none", "low", "medium", "high")
 
 
 def _is_usage_line(line: str) -> bool:
     """Whether ``line`` belongs to tritonserver's usage text (options, their help, group titles)."""
     return (not line.strip() or line.startswith(("Usage: tritonserver", "  --", "\t"))
             or _USAGE_GROUP.match(line) is not None)
-#: Values of tritonserver's --grpc-infer-response-compression-level.
-RESPONSE_COMPRESSION_LEVELS = ("none", "low", "medium", "high")
 
 
 def security_args(restricted_apis: tuple[str, ...], admin_key: str, tls_cert: str | None = None,
@@ -500,8 +501,8 @@ class TritonServer:
         When tritonserver refuses its command line it prints its ~400-line usage text, whose
         option descriptions mention "error"; the reason stands before or after that text, so
         then the lines outside the usage text are returned instead."""
-        overflowed = self._lines_seen > len(self._tail)
-        lines = (self._head + list(self._tail)) if overflowed else list(self._tail)
+        dropped = self._lines_seen - len(self._tail)  # lines the tail no longer holds
+        lines = self._head[:max(dropped, 0)] + list(self._tail)
         if any(line.startswith("Usage: tritonserver") for line in lines):
             reason = [line for line in lines if not _is_usage_line(line)]
             return "tritonserver refused its command line:\n" + "\n".join(reason[-limit:])
