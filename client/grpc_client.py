@@ -47,6 +47,7 @@ from .errors import (
     translate_grpc_error,
 )
 from .metrics import ClientMetrics
+from .raw_request import MODEL_INFER_METHOD, encode_infer_request
 from .session import AsyncSession, Session, _initial_state
 from .shm import Region, RegionPool, admin_headers, is_missing_region, shm_request
 
@@ -137,6 +138,7 @@ class _ClientBase:
         if compression is not None:
             self._infer_kwargs["compression_algorithm"] = compression
         self._random = random.Random()
+        self._raw_infer: Any = None  # see _raw_method
         self._metrics = metrics
         if metrics is not None:
             metrics.initialize(model_name)
@@ -339,7 +341,32 @@ class _ClientBase:
                 f"{len(requests)} requests exceed the model's max_batch_size {info.max_batch_size}; split them"
             )
         checked = [check_inputs(r, info) for r in requests]
+        if len(checked) == 1:  # already contiguous [1, C, S, S]: no copy
+            return checked[0]
         return {name: np.concatenate([c[name] for c in checked]) for name in CONTRACT_INPUTS}
+
+    def _raw_payload(self, info: ModelInfo, batch: dict[str, np.ndarray]) -> bytes:
+        """The raw request as bytes (``raw_request``): one copy of the tensors instead of four."""
+        return encode_infer_request(self.model_name, [(name, info.input_spec(name).datatype, batch[name])
+                                                      for name in CONTRACT_INPUTS], [info.output_name])
+
+    def _raw_method(self, channel: Any) -> Any:
+        """ModelInfer on tritonclient's own channel, taking the request as bytes; None where that
+        client keeps no ``_channel`` (then tritonclient builds the request itself)."""
+        if self._raw_infer is None:
+            from tritonclient.grpc import service_pb2  # noqa: PLC0415
+
+            self._raw_infer = False if channel is None else channel.unary_unary(
+                MODEL_INFER_METHOD, request_serializer=None,
+                response_deserializer=service_pb2.ModelInferResponse.FromString)
+        return self._raw_infer or None
+
+    def _raw_call_kwargs(self) -> dict[str, Any]:
+        from tritonclient.grpc._utils import _grpc_compression_type  # noqa: PLC0415
+
+        headers = self._kwargs.get("headers") or {}
+        return {"metadata": tuple(headers.items()),
+                "compression": _grpc_compression_type(self._infer_kwargs.get("compression_algorithm"))}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, model_name={self.model_name!r})"
@@ -585,12 +612,17 @@ class Client(_ClientBase):
             else:
                 self._record(started, None, wire_bytes=(0, 0))
                 return array
-        inputs, outputs = self._make_request(grpcclient, info, batch)
+        method = self._raw_method(getattr(self._triton, "_channel", None))
         try:
-            result = self._call(
-                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
-                                            **self._infer_kwargs)
-            )
+            if method is not None:
+                payload, kwargs = self._raw_payload(info, batch), self._raw_call_kwargs()
+                result = grpcclient.InferResult(self._call(lambda t: method(payload, timeout=t, **kwargs)))
+            else:
+                inputs, outputs = self._make_request(grpcclient, info, batch)
+                result = self._call(
+                    lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
+                                                **self._infer_kwargs)
+                )
             array = self._read_output(result, info, len(requests))
         except ClickmaskError as error:
             self._record(started, error)
@@ -822,12 +854,17 @@ class AsyncClient(_ClientBase):
             else:
                 self._record(started, None, wire_bytes=(0, 0))
                 return array
-        inputs, outputs = self._make_request(self._aio, info, batch)
+        method = self._raw_method(getattr(self._triton, "_channel", None))
         try:
-            result = await self._call(
-                lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
-                                            **self._infer_kwargs)
-            )
+            if method is not None:
+                payload, kwargs = self._raw_payload(info, batch), self._raw_call_kwargs()
+                result = self._aio.InferResult(await self._call(lambda t: method(payload, timeout=t, **kwargs)))
+            else:
+                inputs, outputs = self._make_request(self._aio, info, batch)
+                result = await self._call(
+                    lambda t: self._triton.infer(self.model_name, inputs, outputs=outputs, client_timeout=t,
+                                                **self._infer_kwargs)
+                )
             array = self._read_output(result, info, len(requests))
         except ClickmaskError as error:
             self._record(started, error)

@@ -83,3 +83,49 @@ def test_the_error_response_is_cancelled_where_the_backend_has_the_code_and_unav
     assert (answer.output_tensors, answer.error.code, answer.error.message) == ([], "CANCELLED", cancelled.MESSAGE)
     del TritonError.CANCELLED
     assert cancelled.response(pb_utils).error.code == "UNAVAILABLE"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class CountingRequest(FakeRequest):
+    def __init__(self, name: str, gone: bool):
+        super().__init__(name, gone)
+        self.asked = 0
+
+    def is_cancelled(self) -> bool:
+        self.asked += 1
+        return self.gone
+
+
+def test_wait_watch_asks_on_the_first_execute_and_right_after_a_busy_one():
+    clock = Clock()
+    watch = cancelled.WaitWatch(idle_s=0.05, clock=clock)
+    assert watch.may_have_waited(), "nothing known yet: ask"
+    watch.finished()
+    clock.now += 0.001  # the next request was waiting while this instance was busy
+    assert watch.may_have_waited()
+    clock.now += 0.2  # idle for 200 ms: the next request found this instance free
+    assert not watch.may_have_waited()
+
+
+def test_answer_live_without_the_check_runs_everything_and_asks_nothing():
+    requests = [CountingRequest("a", True), CountingRequest("b", False)]
+    responses, skipped = cancelled.answer_live(requests, run, lambda: "CANCELLED", check=False)
+    assert (responses, skipped) == (["mask:a", "mask:b"], 0)
+    assert [r.asked for r in requests] == [0, 0]
+
+
+def test_a_queued_request_whose_client_left_is_still_skipped_when_the_instance_was_busy():
+    clock = Clock()
+    watch = cancelled.WaitWatch(idle_s=0.05, clock=clock)
+    watch.finished()
+    clock.now += 0.0005
+    requests = [CountingRequest("late", True)]
+    responses, skipped = cancelled.answer_live(requests, run, lambda: "CANCELLED", check=watch.may_have_waited())
+    assert (responses, skipped, requests[0].asked) == (["CANCELLED"], 1, 1)

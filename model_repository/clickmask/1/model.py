@@ -34,6 +34,7 @@ _FAMILIES = []  # a Metric must not outlive its MetricFamily: keep the families 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        self.wait_watch = cancelled.WaitWatch()  # skips the cancellation check on lone requests
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.size = int(params[SIZE_PARAMETER])
         model_dir = os.path.join(args["model_repository"], args["model_version"])
@@ -54,7 +55,9 @@ class TritonPythonModel:
                                                          "instance": args.get("model_instance_name", "")})
 
     def execute(self, requests):
-        responses, skipped = cancelled.answer_live(requests, self._run, lambda: cancelled.response(pb_utils))
+        responses, skipped = cancelled.answer_live(requests, self._run, lambda: cancelled.response(pb_utils),
+                                                  check=self.wait_watch.may_have_waited())
+        self.wait_watch.finished()
         if skipped and self.cancelled_total is not None:
             self.cancelled_total.increment(skipped)
         return responses

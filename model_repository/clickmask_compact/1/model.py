@@ -48,6 +48,7 @@ def _counter(name, description, kind=None):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        self.wait_watch = cancelled.WaitWatch()  # skips the cancellation check on lone requests
         groups = config.get("instance_group", [])
         count = sum(int(group.get("count", 1)) for group in groups) or 1
         if count > 1:
@@ -98,7 +99,9 @@ class TritonPythonModel:
         return pb_utils.get_output_tensor_by_name(response, OUTPUT_NAME).as_numpy()
 
     def execute(self, requests):
-        responses, skipped = cancelled.answer_live(requests, self._run, lambda: cancelled.response(pb_utils))
+        responses, skipped = cancelled.answer_live(requests, self._run, lambda: cancelled.response(pb_utils),
+                                                  check=self.wait_watch.may_have_waited())
+        self.wait_watch.finished()
         if skipped:
             self.metrics["cancelled"].increment(skipped)
         return responses
