@@ -238,6 +238,8 @@ class Profile:
     about: str
     #: the clients' ``CLICKMASK_WIRE`` (None: as in the environment, "auto" by default)
     wire: str | None = None
+    #: ``ServerConfig`` fields of the embedded server (None: its defaults)
+    server: dict | None = None
 
 
 #: The queue policy every embedded config had until session 12 (32 requests, 2 s, REJECT).
@@ -271,6 +273,10 @@ PROFILES = {
     "instances-2x1": Profile(None, {"instance_count": 2, "intra_op_threads": 1},
                              "the default passes, 2 model instances of 1 ONNX Runtime thread each (shipped since "
                              "session 14)"),
+    "session14": Profile(None, {"instance_count": 2, "intra_op_threads": 1, "prefer_first_instance": False},
+                         "the default passes, the config shipped in session 14: two model instances of one ONNX "
+                         "Runtime thread taking turns (Triton's rate limiter off), no batcher",
+                         server={"rate_limit": "off"}),
     "instances-2x2-nobatch": Profile(None, {"instance_count": 2, "intra_op_threads": 2},
                                      "the default passes, 2 model instances of 2 ONNX Runtime threads each, no "
                                      "batcher"),
@@ -314,8 +320,10 @@ class ServerUnderTest:
     then send raw tensors through shared memory (``CLICKMASK_WIRE=raw`` keeps them in the message).
     """
 
-    def __init__(self, args, out: pathlib.Path, repository: pathlib.Path | None = None):
+    def __init__(self, args, out: pathlib.Path, repository: pathlib.Path | None = None,
+                 server_options: dict | None = None):
         self.args, self.out, self.server = args, out, None
+        self.server_options = server_options or {}
         self.repository = repository or args.model_repository
         self._saved_key: str | None = None
 
@@ -327,7 +335,7 @@ class ServerUnderTest:
         nice = getattr(self.args, "frontend_nice", None)  # hostile.py's --frontend-nice
         config = ServerConfig(model_repository=self.repository, grpc_port=free_port(),
                               http_port=free_port(), metrics_port=free_port(), startup_timeout_s=300,
-                              **({} if nice is None else {"frontend_nice": nice}))
+                              **({} if nice is None else {"frontend_nice": nice}), **self.server_options)
         self.server = TritonServer(config, log_path=self.out / "tritonserver.log")
         LOGGER.info("starting tritonserver on %s (log: %s)", config.grpc_url, self.server.log_path)
         self.server.start()
@@ -423,7 +431,7 @@ def _compare(args) -> int:
         args.out = root / name
         args.out.mkdir(parents=True, exist_ok=True)
         try:
-            with ServerUnderTest(args, args.out, repository) as url:
+            with ServerUnderTest(args, args.out, repository, profile.server) as url:
                 preflight(url, args.dataset)
                 _find_capacity(args, url)
         finally:

@@ -4,7 +4,9 @@ For each setting (ONNX Runtime's thread spinning on and off; Triton's batching d
 
 * starts the embedded tritonserver on a copy of the model repository whose config carries the
   setting, and opens the same ONNX file in-process with the same threads and setting;
-* builds one real request (the first GrabCut object, its first standard click, full view);
+* builds one real request (the first GrabCut object, its first standard click, full view) of each
+  ``--requests`` kind: ``single`` (that view, batch 1) and ``flip-pair`` (the view and its mirror,
+  batch 2: what a click of the default session sends on the raw and shared-memory paths);
 * sends it with the client of each ``--wires`` (``shm``: the tensors through Triton's system
   shared memory, what ``wire="auto"`` does on the server's machine with the admin key;
   ``raw``: the tensors in the gRPC message, ``wire="auto"`` without the key), one after the other
@@ -51,12 +53,19 @@ SETTINGS = {
     # instance runs (support_prefetching in Triton core), which any queue policy turns off.
     "batcher-no-policy": {"allow_spinning": False, "queue_delay_us": 0, "dynamic_batching": True},
     # Triton's dynamic batcher off: each request runs alone (the shipped default since session 13;
-    # since session 14 with the shipped two instances).
+    # since session 14 with the shipped two instances, since session 15 the first one preferred).
     "no-batching": {"allow_spinning": False, "dynamic_batching": False},
     # The same with one model instance: consecutive requests meet the same process (and its
     # warm caches) instead of alternating between two.
     "one-instance": {"allow_spinning": False, "dynamic_batching": False, "instance_count": 1},
+    # Session 14's shipped layout: two instances, no preference, Triton's rate limiter off (see
+    # SERVER_OPTIONS): lone requests alternate between the two stub processes. Since session 15
+    # "no-batching" prefers the first instance.
+    "session14": {"allow_spinning": False, "dynamic_batching": False, "prefer_first_instance": False},
 }
+
+#: ``ServerConfig`` fields a setting needs besides its model config.
+SERVER_OPTIONS = {"session14": {"rate_limit": "off"}}
 
 #: A served request slower than this counts as a stall. With a queue policy (which turns off
 #: Triton's prefetching) the dynamic batcher sleeps up to 500 ms; a request that arrives while
@@ -97,6 +106,7 @@ class SettingResult:
     setting: str
     threads: int
     wire: str
+    request: str
     alternated_server: Side
     alternated_local: Side
     blocked_server: Side
@@ -111,8 +121,23 @@ class SettingResult:
                 self.blocked_server.median / self.blocked_local.median)
 
 
-def first_request(dataset: pathlib.Path, size: int) -> dict[str, np.ndarray]:
-    """The contract tensors of the first object's first standard click (full view)."""
+#: What one measured request holds: ``single``, the contract tensors of one view (batch 1);
+#: ``flip-pair``, that view and its mirror as one batch of 2, the request a click of the default
+#: session sends on the raw and shared-memory paths (its flip pass; ``Client.infer_flip``).
+REQUESTS = ("single", "flip-pair")
+
+
+def flip_pair(dataset: pathlib.Path, size: int) -> list[dict[str, np.ndarray]]:
+    """The first click's view and its mirror over the content region, as the session pairs them."""
+    from clickmask.client.compact import mirror  # noqa: PLC0415
+
+    inputs, (rows, cols) = first_request(dataset, size, with_content=True)
+    return [inputs, {name: mirror(np.asarray(array), rows, cols) for name, array in inputs.items()}]
+
+
+def first_request(dataset: pathlib.Path, size: int, with_content: bool = False):
+    """The contract tensors of the first object's first standard click (full view); with
+    ``with_content`` also the (rows, cols) of the image inside the S x S input."""
     from clickmask.client.clicker import next_click  # noqa: PLC0415
     from clickmask.client.encoding import CropTransform, encode_inputs  # noqa: PLC0415
     from clickmask.datasets import list_objects, load_object  # noqa: PLC0415
@@ -120,7 +145,9 @@ def first_request(dataset: pathlib.Path, size: int) -> dict[str, np.ndarray]:
     image, gt, ignore = load_object(list_objects(dataset, limit=1)[0])
     click = next_click(gt, np.zeros_like(gt), ignore)
     height, width = image.shape[:2]
-    return encode_inputs(image, [click], None, CropTransform(0, 0, width, height, size=size))
+    transform = CropTransform(0, 0, width, height, size=size)
+    inputs = encode_inputs(image, [click], None, transform)
+    return (inputs, transform.content_hw) if with_content else inputs
 
 
 def repository_with(source: pathlib.Path, threads: int, setting: dict) -> pathlib.Path:
@@ -191,8 +218,9 @@ def measure(server_call, local_call, pairs: int, warmup: int = 5, stats=None) ->
     return Side(alt_server), Side(alt_local), Side(blocked_server), Side(blocked_local), triton
 
 
-def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarray], threads: int, pairs: int,
-                base_port: int, wires: tuple[str, ...] = WIRES) -> list[SettingResult]:
+def run_setting(name: str, repository: pathlib.Path, requests: dict[str, list[dict[str, np.ndarray]]], threads: int,
+                pairs: int, base_port: int, wires: tuple[str, ...] = WIRES) -> list[SettingResult]:
+    """``requests``: kind (``REQUESTS``) -> the views one request carries (see ``flip_pair``)."""
     from clickmask.client import Client  # noqa: PLC0415
     from clickmask.serving import OnnxPredictor  # noqa: PLC0415
     from clickmask.serving.server import ServerConfig, TritonServer  # noqa: PLC0415
@@ -202,21 +230,24 @@ def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarra
     local = OnnxPredictor(repo / "clickmask" / "1" / "model.onnx", threads=threads,
                           spinning=setting["allow_spinning"])
     config = ServerConfig(model_repository=repo, grpc_port=base_port, http_port=base_port + 1,
-                          metrics_port=base_port + 2, startup_timeout_s=300)
+                          metrics_port=base_port + 2, startup_timeout_s=300, **SERVER_OPTIONS.get(name, {}))
     results = []
     try:
         with TritonServer(config) as server:
             for wire in wires:
                 with Client(config.grpc_url, wire=wire, headers=server.admin_headers) as client:
-                    out_server = client.infer(inputs)
-                    out_local = local.infer(inputs)
-                    if not np.array_equal(np.asarray(out_server).reshape(out_local.shape), out_local):
-                        raise RuntimeError(f"the server ({wire}) and the in-process session disagree on the same request")
-                    if wire == "shm" and not client.shared_memory:
-                        raise RuntimeError("the server refused the shared-memory region")
-                    sides = measure(lambda: client.infer(inputs), lambda: local.infer(inputs), pairs,
-                                    stats=lambda: triton_stats(config.grpc_url))
-                results.append(SettingResult(name, threads, wire, *sides))
+                    for kind, views in requests.items():
+                        batch = {key: np.stack([view[key] for view in views]) for key in views[0]}
+                        out_server = client.infer_batch(views)
+                        out_local = local.infer(batch)
+                        if not np.array_equal(np.asarray(out_server).reshape(out_local.shape), out_local):
+                            raise RuntimeError(f"the server ({wire}) and the in-process session disagree on the "
+                                               f"same {kind} request")
+                        if wire == "shm" and not client.shared_memory:
+                            raise RuntimeError("the server refused the shared-memory region")
+                        sides = measure(lambda: client.infer_batch(views), lambda: local.infer(batch), pairs,
+                                        stats=lambda: triton_stats(config.grpc_url))
+                        results.append(SettingResult(name, threads, wire, kind, *sides))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
     return results
@@ -225,25 +256,25 @@ def run_setting(name: str, repository: pathlib.Path, inputs: dict[str, np.ndarra
 def triton_table(results: list[SettingResult]) -> str:
     """Where a blocked server request's time goes, by Triton's statistics: means, since Triton
     keeps sums (a stall shows in the queue column)."""
-    lines = ["| setting | wire | client mean ms | Triton mean ms: request | queue | input | infer (adapter + ORT) | output | "
-             "outside Triton (gRPC, client) | infer - in-process mean |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | wire | request | client mean ms | Triton mean ms: request | queue | input | infer (adapter + ORT) | output | "
+             "outside Triton (gRPC, client) | infer - in-process mean |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         t = r.triton_ms
         if not t:
             continue
-        lines.append(f"| {r.setting} | {r.wire} | {r.blocked_server.mean:.1f} | {t['request']:.1f} | {t['queue']:.2f} | "
+        lines.append(f"| {r.setting} | {r.wire} | {r.request} | {r.blocked_server.mean:.1f} | {t['request']:.1f} | {t['queue']:.2f} | "
                      f"{t['input']:.2f} | {t['infer']:.1f} | {t['output']:.2f} | "
                      f"{r.blocked_server.mean - t['request']:.1f} | {t['infer'] - r.blocked_local.mean:+.1f} |")
     return "\n".join(lines)
 
 
 def table(results: list[SettingResult]) -> str:
-    lines = [f"| setting | wire | threads | order | server median ms | in-process median ms | server p90 ms | "
-             f"in-process p90 ms | server / in-process | server requests > {STALL_MS:.0f} ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| setting | wire | request | threads | order | server median ms | in-process median ms | server p90 ms | "
+             f"in-process p90 ms | server / in-process | server requests > {STALL_MS:.0f} ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for order, server, local in (("alternated (ABBA)", r.alternated_server, r.alternated_local),
                                      ("blocked", r.blocked_server, r.blocked_local)):
-            lines.append(f"| {r.setting} | {r.wire} | {r.threads} | {order} | {server.median:.1f} | {local.median:.1f} | "
+            lines.append(f"| {r.setting} | {r.wire} | {r.request} | {r.threads} | {order} | {server.median:.1f} | {local.median:.1f} | "
                          f"{server.p90:.1f} | {local.p90:.1f} | **{server.median / local.median:.2f}x** | "
                          f"{server.stalls} of {len(server.times_ms)} |")
     return "\n".join(lines)
@@ -261,6 +292,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime settings to compare (default: all)")
     p.add_argument("--wires", nargs="+", choices=WIRES, default=list(WIRES),
                    help="client paths to the server, each measured against the in-process side (default: all)")
+    p.add_argument("--requests", nargs="+", choices=REQUESTS, default=["single"],
+                   help="what one request carries: single (one view, batch 1) or flip-pair (the view and its "
+                        "mirror, batch 2: a default click's request on the raw and shm paths); default: %(default)s")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads on both sides (default: %(default)s)")
     p.add_argument("--pairs", type=int, default=150, help="requests a side and order (default: %(default)s)")
     p.add_argument("--base-port", type=int, default=8301, help="gRPC port; HTTP and metrics follow")
@@ -275,7 +309,8 @@ def run(args: argparse.Namespace) -> int:
     from clickmask.export.model_config import onnx_input_size  # noqa: PLC0415
 
     size = onnx_input_size(args.model_repository / "clickmask" / "1" / "model.onnx")
-    inputs = first_request(args.dataset, size)
+    requests = {"single": [first_request(args.dataset, size)], "flip-pair": flip_pair(args.dataset, size)}
+    requests = {kind: requests[kind] for kind in args.requests}
     header = (f"# Serving overhead: server vs in-process, same ONNX file and request\n\n"
               f"CPU: {describe_cpu()}; {platform.python_version()}; {args.pairs} requests a side and order; "
               f"S={size}.\n")
@@ -283,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for i, name in enumerate(args.settings):
         print(f"setting {name}: starting the server ...", flush=True)
-        done = run_setting(name, args.model_repository, inputs, args.threads, args.pairs,
+        done = run_setting(name, args.model_repository, requests, args.threads, args.pairs,
                            args.base_port + 10 * i, tuple(args.wires))
         results += done
         print(table(done), flush=True)
@@ -294,11 +329,11 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m clickmask.benchmarks.serving_overhead " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k in ("pairs", "threads", "settings", "wires"))
+            for k, v in vars(args).items() if k in ("pairs", "threads", "settings", "wires", "requests"))
         args.out.write_text(text + f"\nCommand: `{command} --out {args.out}`\n")
         args.out.with_suffix(".json").write_text(json.dumps({
             "cpu": describe_cpu(), "pairs": args.pairs, "size": size,
-            "results": [{"setting": r.setting, "wire": r.wire, "threads": r.threads,
+            "results": [{"setting": r.setting, "wire": r.wire, "request": r.request, "threads": r.threads,
                          "alternated": {"server_ms": r.alternated_server.times_ms,
                                         "local_ms": r.alternated_local.times_ms},
                          "blocked": {"server_ms": r.blocked_server.times_ms, "local_ms": r.blocked_local.times_ms},

@@ -69,6 +69,10 @@ def _add_serve(sub) -> None:
                    help="nice value for tritonserver's own threads once the models are loaded (0..19); the "
                         "backend stubs that run the network keep theirs (default: %d; docs/hostile-load.md)"
                         % server.ServerConfig.frontend_nice)
+    p.add_argument("--rate-limit", choices=server.RATE_LIMIT_MODES, default=server.ServerConfig.rate_limit,
+                   help="Triton's rate limiter (default: %(default)s: a request goes to the free model instance "
+                        "the config's priorities prefer, so the embedded default runs lone clicks in one warm "
+                        "process; off: any free instance, they take turns)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -84,7 +88,7 @@ def _cmd_serve(args) -> int:
         http_port=args.http_port, metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
         log_verbose=1 if args.verbose_server else 0, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, admin_key=admin_key, locked_down=args.lock_down,
-        grpc_response_compression=args.grpc_response_compression,
+        grpc_response_compression=args.grpc_response_compression, rate_limit=args.rate_limit,
         **({} if args.frontend_nice is None else {"frontend_nice": args.frontend_nice}),
     )
     stop = threading.Event()

@@ -262,6 +262,11 @@ def _add_repository_parser(sub) -> None:
     p.add_argument("--intra-op-threads", type=int, default=None,
                    help="python: ONNX Runtime threads of each instance (default: 1; the layout before session 14 "
                         "was --instance-count 1 --intra-op-threads 2)")
+    p.add_argument("--prefer-first-instance", action=argparse.BooleanOptionalAction, default=None,
+                   help="python, two or more instances: the first instance takes every request it is free for "
+                        "(rate-limiter priorities 1 and 1000; the server runs with --rate-limit execution_count), "
+                        "so a lone click meets a warm process (default: on since session 15; "
+                        "--no-prefer-first-instance: the instances take turns, as in session 14)")
     p.add_argument("--queue-delay-us", type=int, default=None,
                    help=f"torch-cuda: dynamic batcher queue delay (default: {TORCH_CUDA_QUEUE_DELAY_US})")
     p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=None,
@@ -300,7 +305,8 @@ def _cmd_export_repository(args) -> int:
                                 tensorrt_fp16=args.tensorrt_fp16, cuda_graphs=args.cuda_graphs,
                                 checkpoint_path=args.checkpoint, size=args.size, queue_delay_us=args.queue_delay_us,
                                 predictor_options=options or None, dynamic_batching=args.dynamic_batching,
-                                queue_policy=args.queue_policy, intra_op_threads=args.intra_op_threads)
+                                queue_policy=args.queue_policy, intra_op_threads=args.intra_op_threads,
+                                prefer_first_instance=args.prefer_first_instance)
     except ModelConfigError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2

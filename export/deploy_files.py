@@ -37,6 +37,7 @@ def triton_command(target: str) -> list[str]:
         "tritonserver",
         "--model-repository=/models",
         "--model-control-mode=none",
+        "--rate-limit=execution_count",  # the embedded config's instance priorities (model_config.py)
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--http-port=8000",

@@ -64,6 +64,17 @@ malformed requests a p95 ratio of 1.46x against 1.61x and 1.54x against 1.62x in
 (benchmarks/results/hostile/session14).
 The masks are the same bit for bit (GrabCut and Berkeley evaluated with 1 and 2 threads).
 ``clickmask export repository --instance-count 1 --intra-op-threads 2`` restores the old layout."""
+EMBEDDED_PREFER_FIRST_INSTANCE = True
+"""Since session 15 the first instance of the embedded raw entry is preferred: it has rate-limiter
+priority 1 and the others ``OTHER_INSTANCE_PRIORITY``. With ``--rate-limit=execution_count``
+(``ServerConfig.rate_limit``, the embedded server's default) Triton hands a request to the free
+instance whose executions times priority is lowest, so a lone click always meets the same warm
+stub process, and a request that arrives while it is busy goes to the next. Without a preference
+two instances take turns on lone clicks, and each run then meets caches the other process
+evicted: 1.21x against 1.13x in-process blocked, +3.8 ms a request (benchmarks/results/
+serving-overhead-session15*.md). Under load both run, as before. Triton ignores the priorities
+with its rate limiter off (``clickmask serve --rate-limit off``, or a stock tritonserver)."""
+OTHER_INSTANCE_PRIORITY = 1000
 EMBEDDED_MAX_QUEUE_SIZE = 0
 EMBEDDED_QUEUE_TIMEOUT_US = 0
 """The embedded CPU entries (raw and compact) have no queue policy since session 13. Any policy
@@ -206,7 +217,8 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
                   instance_count: int = EMBEDDED_INSTANCE_COUNT, queue_delay_us: int = EMBEDDED_QUEUE_DELAY_US,
                   max_queue_size: int = EMBEDDED_MAX_QUEUE_SIZE, queue_timeout_us: int = EMBEDDED_QUEUE_TIMEOUT_US,
                   dynamic_batching: bool = EMBEDDED_DYNAMIC_BATCHING, warmup: bool = True,
-                  allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING) -> str:
+                  allow_spinning: bool | None = DEFAULT_ALLOW_SPINNING,
+                  prefer_first_instance: bool = EMBEDDED_PREFER_FIRST_INSTANCE) -> str:
     """The embedded default: ONNX Runtime on the CPU inside Triton's Python backend.
 
     ``dynamic_batching`` (off by default since session 13, ``EMBEDDED_DYNAMIC_BATCHING``) puts
@@ -220,7 +232,9 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     rejects a request at once instead of letting the queue grow (0 turns either off; both are
     off by default, see ``EMBEDDED_MAX_QUEUE_SIZE``).
     ``allow_spinning`` (None: ONNX Runtime's default, which spins) is written as the parameter
-    of the same name.
+    of the same name. ``prefer_first_instance`` (with two or more instances) gives the first
+    instance rate-limiter priority 1 and the others ``OTHER_INSTANCE_PRIORITY``; see
+    ``EMBEDDED_PREFER_FIRST_INSTANCE``.
     """
     _check_count(instance_count)
     batching = (_batching_block(preferred_batch_sizes(contract.max_batch_size), queue_delay_us, max_queue_size,
@@ -231,10 +245,18 @@ def python_config(contract: Contract, *, onnx_file: str = ONNX_FILE, intra_op_th
     text = _python_backend(contract, (
         "clickmask: the embedded default. ONNX Runtime on the CPU inside Triton's Python backend.",
         "Tensor contract: ../../../shared/DESIGN.md (UINT8 in, UINT8 out, S advertised below).",
-    ), batching, f"{{ count: {instance_count}, kind: KIND_CPU }}", params)
+    ), batching, _cpu_instances(instance_count, prefer_first_instance), params)
     if warmup:
         text += _warmup_block(contract.size, (1,))
     return text
+
+
+def _cpu_instances(count: int, prefer_first: bool) -> str:
+    """The instance groups of a CPU model: ``count`` alike, or a preferred first one and the rest."""
+    if not prefer_first or count == 1:
+        return f"{{ count: {count}, kind: KIND_CPU }}"
+    return (f"{{ count: 1, kind: KIND_CPU, rate_limiter {{ priority: 1 }} }}, "
+            f"{{ count: {count - 1}, kind: KIND_CPU, rate_limiter {{ priority: {OTHER_INSTANCE_PRIORITY} }} }}")
 
 
 #: The compact entry (issue #27): a Python model in front of the raw network; see
@@ -461,7 +483,8 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                      queue_delay_us: int | None = None,
                      predictor_options: dict[str, str] | None = None,
                      dynamic_batching: bool | None = None, queue_policy: bool = False,
-                     intra_op_threads: int | None = None) -> pathlib.Path:
+                     intra_op_threads: int | None = None,
+                     prefer_first_instance: bool | None = None) -> pathlib.Path:
     """Lay out ``OUTPUT/clickmask/{config.pbtxt, 1/...}`` for ``backend``; return the config path.
 
     S comes from the ONNX file; for ``torch-cuda`` (no ONNX file) from the checkpoint, or
@@ -497,6 +520,9 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                                "the embedded CPU default)")
     if intra_op_threads is not None and intra_op_threads < 1:
         raise ModelConfigError(f"--intra-op-threads must be at least 1, got {intra_op_threads}")
+    if prefer_first_instance is not None and backend != "python":
+        raise ModelConfigError("--prefer-first-instance applies to --backend python only (the instances of the "
+                               "embedded CPU default)")
     if dynamic_batching is False and backend != "python":
         raise ModelConfigError("--no-dynamic-batching applies to --backend python only")
     if dynamic_batching is None:
@@ -541,7 +567,9 @@ def write_repository(backend: str, output: pathlib.Path | str, *, onnx_path: pat
                   if queue_policy else {})
         text = python_config(Contract(size, max_batch_size or DEFAULT_MAX_BATCH_SIZE), instance_count=instance_count,
                              intra_op_threads=intra_op_threads or EMBEDDED_INTRA_OP_THREADS,
-                             dynamic_batching=dynamic_batching, **policy)
+                             dynamic_batching=dynamic_batching, **policy,
+                             prefer_first_instance=(EMBEDDED_PREFER_FIRST_INSTANCE if prefer_first_instance is None
+                                                    else prefer_first_instance))
         files = {onnx_path: version_dir / ONNX_FILE, PYTHON_ADAPTER: version_dir / "model.py"}
         write_compact(output, size, **policy)  # the compact wire entry in front of it
 

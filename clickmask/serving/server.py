@@ -66,6 +66,8 @@ _STUB_NAME = "triton_python_backend_stub"
 #: How many first lines of the log are kept beside the tail (a refused command line puts its reason first).
 _HEAD_LINES = 20
 _USAGE_GROUP = re.compile(r"^[A-Z][A-Za-z /&-]*:$")
+#: Values of tritonserver's --rate-limit (ServerConfig.rate_limit).
+RATE_LIMIT_MODES = ("execution_count", "off")
 #: Values of tritonserver's --grpc-infer-response-compression-level.
 RESPONSE_COMPRESSION_LEVELS = ("none", "low", "medium", "high")
 
@@ -125,6 +127,11 @@ class ServerConfig:
     #: (docs/hostile-load.md: under a flood of malformed requests the good clicks' p50 rose 17-20%
     #: at 10 against 44% at 0). 0 leaves the process as started.
     frontend_nice: int = 10
+    #: Triton's rate limiter (``--rate-limit``). "execution_count": a request goes to the free
+    #: instance whose executions times its config's ``rate_limiter { priority }`` is lowest; the
+    #: embedded config prefers its first instance that way, so lone clicks meet one warm process
+    #: (export/model_config.py, ``EMBEDDED_PREFER_FIRST_INSTANCE``). "off": any free instance.
+    rate_limit: str = "execution_count"
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -147,6 +154,8 @@ class ServerConfig:
                 f"grpc_response_compression must be one of {', '.join(RESPONSE_COMPRESSION_LEVELS)}, "
                 f"got {self.grpc_response_compression!r}"
             )
+        if self.rate_limit not in RATE_LIMIT_MODES:
+            raise ServerStartError(f"rate_limit must be one of {', '.join(RATE_LIMIT_MODES)}, got {self.rate_limit!r}")
         if not 0 <= self.frontend_nice <= 19:
             raise ServerStartError(f"frontend_nice must lie in 0..19 (a lower priority only), got {self.frontend_nice}")
         ports = {"grpc_port": self.grpc_port, "http_port": self.http_port, "metrics_port": self.metrics_port}
@@ -343,6 +352,7 @@ class TritonServer:
             "--exit-on-error=true", "--strict-readiness=true",
             f"--log-verbose={cfg.log_verbose}",
             f"--model-control-mode={cfg.model_control_mode}",
+            f"--rate-limit={cfg.rate_limit}",
             *([f"--grpc-infer-response-compression-level={cfg.grpc_response_compression}"]
               if cfg.grpc_response_compression != "none" else []),
             *self._security_args(),

@@ -149,9 +149,12 @@ def test_serving_overhead_benchmark_alternates_and_reads_tritons_stages(datasets
     out = tmp_path / "overhead.md"
     assert serving_overhead.main(["--settings", "no-spinning", "--pairs", "10", "--dataset",
                                   str(datasets_dir / "GrabCut"), "--base-port", str(free_port()),
-                                  "--out", str(out)]) == 0
+                                  "--requests", "single", "flip-pair", "--out", str(out)]) == 0
     results = json.loads(out.with_suffix(".json").read_text())["results"]
-    assert [r["wire"] for r in results] == ["shm", "raw"]  # both client paths against one server
+    # both client paths against one server, each with both requests (the server's answers were
+    # checked equal to the in-process ones before timing)
+    assert [(r["wire"], r["request"]) for r in results] == [
+        ("shm", "single"), ("shm", "flip-pair"), ("raw", "single"), ("raw", "flip-pair")]
     for result in results:
         assert len(result["alternated"]["server_ms"]) == len(result["blocked"]["local_ms"]) == 10
         assert result["ratio_alternated"] > 0 and result["ratio_blocked"] > 0
@@ -160,7 +163,8 @@ def test_serving_overhead_benchmark_alternates_and_reads_tritons_stages(datasets
         assert 0 < stages["infer"] <= stages["request"]  # the ONNX Runtime run happens inside the request
     text = out.read_text()
     assert "alternated (ABBA)" in text and "outside Triton" in text and "| shm |" in text
-    assert "--wires shm raw" in text  # the command that reproduces it
+    assert "--wires shm raw" in text and "--requests single flip-pair" in text  # the command that reproduces it
+    assert "| flip-pair |" in text
     assert "CPU: " in text  # the machine is named
 
 

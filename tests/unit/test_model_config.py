@@ -277,7 +277,7 @@ def test_the_embedded_entry_runs_two_instances_of_one_thread_and_one_switch_rest
 
     def layout(config_path):
         config = parse(config_path.read_text())
-        return config.instance_group[0].count, config.parameters["intra_op_threads"].string_value
+        return sum(group.count for group in config.instance_group), config.parameters["intra_op_threads"].string_value
 
     assert layout(COMMITTED) == (2, "1")
     assert layout(write_repository("python", tmp_path / "plain", onnx_path=SHIPPED_ONNX)) == (2, "1")
@@ -290,3 +290,27 @@ def test_the_embedded_entry_runs_two_instances_of_one_thread_and_one_switch_rest
         write_repository("onnxruntime", tmp_path / "ort", onnx_path=SHIPPED_ONNX, intra_op_threads=2)
     with pytest.raises(ModelConfigError, match="at least 1"):
         write_repository("python", tmp_path / "zero", onnx_path=SHIPPED_ONNX, intra_op_threads=0)
+
+
+def test_the_first_embedded_instance_is_preferred_and_one_switch_makes_them_take_turns(tmp_path):
+    """Since session 15 the python entry's first instance has rate-limiter priority 1 and the
+    other 1000 (Triton, with --rate-limit execution_count, picks the free instance of lowest
+    executions x priority); --no-prefer-first-instance writes one group of equal instances."""
+    from clickmask.cli import main
+    from clickmask.export.model_config import OTHER_INSTANCE_PRIORITY
+
+    def groups(config_path):
+        config = parse(config_path.read_text())
+        return [(g.count, g.kind, g.rate_limiter.priority) for g in config.instance_group]
+
+    cpu = pb.ModelInstanceGroup.KIND_CPU
+    assert groups(COMMITTED) == [(1, cpu, 1), (1, cpu, OTHER_INSTANCE_PRIORITY)]
+    assert groups(write_repository("python", tmp_path / "three", onnx_path=SHIPPED_ONNX, instance_count=3)) == [
+        (1, cpu, 1), (2, cpu, OTHER_INSTANCE_PRIORITY)]
+    assert groups(write_repository("python", tmp_path / "one", onnx_path=SHIPPED_ONNX, instance_count=1)) == [
+        (1, cpu, 0)]  # nothing to prefer
+    assert main(["export", "repository", "--backend", "python", "--onnx", str(SHIPPED_ONNX),
+                 "--output", str(tmp_path / "turns"), "--no-prefer-first-instance"]) == 0
+    assert groups(tmp_path / "turns" / "clickmask" / "config.pbtxt") == [(2, cpu, 0)]
+    with pytest.raises(ModelConfigError, match="python only"):
+        write_repository("onnxruntime", tmp_path / "ort", onnx_path=SHIPPED_ONNX, prefer_first_instance=True)

@@ -51,3 +51,12 @@ def test_serve_has_the_option():
     assert args.grpc_response_compression == "low"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--grpc-response-compression", "max"])
+
+
+def test_the_rate_limiter_is_on_by_default_and_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr("clickmask.serving.server.prepare_backend_directory", lambda: "/backends")
+    monkeypatch.setattr("clickmask.serving.server.find_tritonserver", lambda: "/bin/tritonserver")
+    assert "--rate-limit=execution_count" in TritonServer(ServerConfig()).command()
+    assert "--rate-limit=off" in TritonServer(ServerConfig(rate_limit="off")).command()
+    with pytest.raises(ServerStartError, match="execution_count, off"):
+        ServerConfig(rate_limit="resources")
