@@ -811,7 +811,7 @@ def run(args) -> int:
     repository = profile_repository(args.model_repository, PROFILES[profile].config) if profile else None
     try:
         # --url, or --start-server (with --frontend-nice and --server-profile)
-        with ServerUnderTest(args, raw_dir, repository) as url:
+        with ServerUnderTest(args, raw_dir, repository, PROFILES[profile].server if profile else None) as url:
             summary = measure(args, url, raw_dir)
     except ClickmaskError:
         if any(raw_dir.iterdir()):

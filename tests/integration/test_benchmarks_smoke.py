@@ -182,3 +182,21 @@ def test_wire_size_benchmark_runs_both_paths_over_the_protocol(grpc_url, grabcut
     assert rows[("compact", "fast")]["mean_total_kb"] < rows[("raw", "fast")]["mean_total_kb"] / 4
     assert data["fast"]["identical_iou_curves"] and data["accurate"]["identical_iou_curves"]
     assert "first click up / down / total KB" in out.read_text() and "bit-identical: yes" in capsys.readouterr().out
+
+
+def test_serving_timeline_lines_up_the_client_tritons_trace_and_the_stub(datasets_dir, tmp_path, capsys):
+    from clickmask.benchmarks import serving_timeline
+
+    out = tmp_path / "timeline.md"
+    assert serving_timeline.main(["--wires", "shm", "--requests", "20", "--dataset", str(datasets_dir / "GrabCut"),
+                                  "--out", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    shm = data["wires"]["shm"]
+    assert shm["requests"] >= 10  # lined up with one trace entry and one execute each
+    assert 0 < shm["fixed_ms"] < shm["total_ms"] and shm["ort_ms"] > shm["fixed_ms"]
+    hops = shm["hops"]
+    assert "ORT start -> ORT end" in hops and "client call -> gRPC call" in hops
+    assert set(data["wake"]) == {"busy_0ms_us", "busy_30ms_us"}
+    assert data["alternation"]["one_process_ms"] > 0 and data["alternation"]["two_processes_ms"] > 0
+    text = out.read_text()
+    assert "| GRPC_WAITREAD_END |" in text and "Command: `python -m clickmask.benchmarks.serving_timeline" in text
